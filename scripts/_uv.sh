@@ -1,0 +1,16 @@
+# Sourced by the other scripts: find uv, or install it into ./.tools from PyPI, then sync.
+# Everything below runs from the project root whatever the caller's directory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if command -v uv >/dev/null 2>&1; then
+  UV=uv
+elif [ -x .tools/bin/uv ]; then
+  UV=.tools/bin/uv
+else
+  echo "loopwise: installing uv into ./.tools (once)" >&2
+  python3 -m venv .tools
+  .tools/bin/python -m pip install --quiet "uv>=0.5"
+  UV=.tools/bin/uv
+fi
+export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-automatic}"
+"$UV" sync --locked --quiet

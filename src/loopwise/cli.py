@@ -1,0 +1,119 @@
+"""The ``loopwise`` command.
+
+Every subcommand validates settings first; a bad value ends it with one line naming the
+setting and the rule, and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Iterator
+from typing import NoReturn
+
+import typer
+
+from loopwise.service.db import EmbeddedUnavailable, embedded_postgres
+from loopwise.service.logs import configure_logging, get_logger
+from loopwise.service.settings import InvalidSettings, Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="loopwise",
+    help="An async account service on PostgreSQL, and the async patterns it is built on.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_log = get_logger("loopwise.cli")
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    typer.echo(f"loopwise: {message}", err=True)
+    raise typer.Exit(status)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except InvalidSettings as exc:
+        _fail(f"invalid setting: {exc}")
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """Yield the DSN to use: the configured URL, or an embedded PostgreSQL's."""
+    if settings.database_url is not None:
+        yield str(settings.database_url)
+        return
+    try:
+        with embedded_postgres(settings.data_dir) as dsn:
+            _log.info("embedded_postgres_started", data_dir=str(settings.data_dir))
+            yield dsn
+            _log.info("embedded_postgres_stopping")
+    except EmbeddedUnavailable as exc:
+        _fail(str(exc))
+
+
+def _migrate(dsn: str) -> None:
+    from loopwise.service.migrate import migrate
+
+    try:
+        migrate(dsn)
+    except OSError as exc:
+        _fail(f"cannot reach PostgreSQL to migrate: {exc}", status=1)
+
+
+@app.command()
+def serve() -> None:
+    """Run the HTTP service (granian) on LOOPWISE_HOST:LOOPWISE_PORT.
+
+    Without LOOPWISE_DATABASE_URL it starts an embedded PostgreSQL in LOOPWISE_DATA_DIR,
+    applies migrations, and stops the database again on exit. SIGTERM or SIGINT stops
+    accepting, lets in-flight requests finish within LOOPWISE_SHUTDOWN_GRACE seconds,
+    then closes the pool.
+    """
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    settings = _settings()
+    with _database(settings) as dsn:
+        if settings.should_migrate_on_start:
+            _migrate(dsn)
+        # Workers are separate processes that build the app from the environment.
+        os.environ["LOOPWISE_DATABASE_URL"] = dsn
+        _log.info("serving", host=settings.host, port=settings.port, workers=settings.workers)
+        Granian(
+            "loopwise.service.app:create_app_from_env",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
+            log_access=False,  # our RequestLog middleware writes one structured line instead
+            workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace)),
+        ).serve()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest revision.
+
+    Safe to run repeatedly and from several processes at once (they serialise on a
+    PostgreSQL advisory lock). Uses the embedded PostgreSQL when no URL is set.
+    """
+    settings = _settings()
+    with _database(settings) as dsn:
+        _migrate(dsn)
+        _log.info("migrated")
+
+
+def main() -> None:
+    app()

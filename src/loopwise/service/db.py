@@ -1,0 +1,158 @@
+"""The asyncpg pool as an async resource, and the embedded PostgreSQL.
+
+    async with Database.from_settings(settings) as db:
+        async with db.pool.acquire() as conn:
+            ...
+
+Requests never open connections of their own: they borrow one from this pool, which the
+app's lifespan owns. ``statement_timeout`` is set per connection so a runaway query is
+stopped by PostgreSQL itself, not only abandoned by the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+
+from loopwise.service.settings import Settings
+
+__all__ = ["ClosedDatabase", "Database", "EmbeddedUnavailable", "embedded_postgres"]
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+class ClosedDatabase(RuntimeError):
+    """The pool was used before it was opened, or after it was closed."""
+
+
+class Database:
+    """One asyncpg pool: opened once, closed once, never reopened."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        statement_timeout: float = 5.0,
+        acquire_timeout: float = 2.0,
+    ) -> None:
+        self.dsn = dsn
+        self.acquire_timeout = acquire_timeout
+        self._min_size = min_size
+        self._max_size = max_size
+        self._statement_timeout = statement_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._state = _State.UNOPENED
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dsn: str) -> Database:
+        return cls(
+            dsn,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_timeout=settings.db_statement_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
+        )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._state is not _State.OPENED or self._pool is None:
+            raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._state is not _State.UNOPENED:
+            raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            # The client-side timeout is a backstop a little past the server's own.
+            command_timeout=self._statement_timeout + 1.0,
+            server_settings={
+                "application_name": "loopwise",
+                "statement_timeout": str(int(self._statement_timeout * 1000)),
+                # A connection left idle in a transaction holds locks; end it.
+                "idle_in_transaction_session_timeout": str(
+                    int(max(self._statement_timeout * 2, 10) * 1000)
+                ),
+            },
+        )
+        self._state = _State.OPENED
+
+    async def aclose(self) -> None:
+        if self._state is _State.OPENED and self._pool is not None:
+            await self._pool.close()
+        self._state = _State.CLOSED
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded PostgreSQL cannot run on this interpreter or platform."""
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path, *, database: str = "loopwise") -> Iterator[str]:
+    """Run PostgreSQL from the ``pgserver`` wheel in ``data_dir`` and yield a DSN for it.
+
+    Blocking: call it before the event loop starts (the CLI does). Data survives restarts;
+    the server stops when the last process using this data directory leaves.
+
+    Raises:
+        EmbeddedUnavailable: pgserver is not installed (it ships wheels for CPython ≤ 3.12).
+    """
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns at pgserver's import when XDG_RUNTIME_DIR is unset (as in
+            # containers and CI) and falls back to /tmp, which is what we want anyway.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            from pgserver.postgres_server import get_server  # absent where it has no wheel
+    except ImportError:
+        raise EmbeddedUnavailable(
+            f"the embedded PostgreSQL (pgserver) has no build for Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}; "
+            "set LOOPWISE_DATABASE_URL to a PostgreSQL server, or use Python 3.11 or 3.12"
+        ) from None
+
+    if not _IDENTIFIER.fullmatch(database):
+        raise ValueError(f"database must be a plain identifier, not {database!r}")
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode="stop")
+    try:
+        # psql takes no parameters; `database` was checked to be a plain identifier above.
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
+        if "(0 rows)" in exists:
+            server.psql(f'CREATE DATABASE "{database}";')
+        uri: str = server.get_uri(database)
+        yield uri
+    finally:
+        server.cleanup()

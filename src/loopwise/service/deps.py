@@ -1,0 +1,37 @@
+"""Typed dependencies, in one place: routes declare what they need by annotation.
+
+@router.get("/things")
+async def things(pool: Pool) -> ...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+
+from loopwise.service.db import Database
+from loopwise.service.settings import Settings
+
+__all__ = ["Db", "Pool", "Settings_"]
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.state.db
+    return db
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    db: Database = request.state.db
+    return db.pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+Db = Annotated[Database, Depends(_db)]
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+Settings_ = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,1 @@
+"""Alembic migrations for loopwise, as raw SQL revisions (see ``versions/``)."""

@@ -1,0 +1,89 @@
+"""One place that turns every error into RFC 9457 problem+json.
+
+No stack trace, SQL or exception text that was not written for a client reaches one:
+unexpected exceptions become a bare 500 whose log line carries the request id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from loopwise.service.exceptions import ServiceError
+from loopwise.service.logs import get_logger
+
+__all__ = ["install_problem_handlers", "problem_body", "problem_response"]
+
+_log = get_logger("loopwise.problems")
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem_body(status: int, detail: str | None = None, **extra: Any) -> bytes:
+    title = HTTPStatus(status).phrase
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail and detail != title:
+        body["detail"] = detail
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    return Response(
+        problem_body(status, detail, **extra),
+        status_code=status,
+        headers=headers,
+        media_type=MEDIA_TYPE,
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Field-level errors without echoing the (possibly huge or hostile) input back."""
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        errors.append({"loc": loc, "msg": error.get("msg", "invalid"), "type": error.get("type")})
+    return errors
+
+
+async def _on_service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return problem_response(exc.status, exc.detail, headers=exc.headers)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # A body that is not JSON at all is a malformed request, not an invalid field.
+    errors = _field_errors(exc)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem_response(400, "The request body is not valid JSON.")
+    return problem_response(422, "The request has invalid fields.", errors=errors)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    _log.error("unhandled_exception", path=request.url.path, exc_info=exc)
+    return problem_response(500)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _on_service_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,107 @@
+"""Service settings, read from ``LOOPWISE_*`` environment variables and an optional ``.env``.
+
+Nothing here runs at import: :func:`load_settings` is called by the CLI when a command
+starts, so a bad value stops start-up with one line instead of a traceback.
+
+    LOOPWISE_DATABASE_URL=postgresql://app@db/app loopwise serve   # a real PostgreSQL
+    loopwise serve                                                 # embedded PostgreSQL
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["InvalidSettings", "Settings", "load_settings"]
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, with the rule each value must follow."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOPWISE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Where the data lives. No URL means an embedded PostgreSQL under `data_dir`.
+    database_url: str | None = None
+    data_dir: Path = Path(".loopwise")
+    migrate_on_start: bool | None = Field(
+        default=None,
+        description="Apply migrations at start-up; defaults to on for the embedded database only.",
+    )
+
+    # The asyncpg pool. Each connection is a PostgreSQL backend process: keep it small.
+    db_pool_min: int = Field(default=2, ge=0, le=1000)
+    db_pool_max: int = Field(default=10, ge=1, le=1000)
+    db_statement_timeout: PositiveSeconds = 5.0
+    db_acquire_timeout: PositiveSeconds = 2.0
+
+    # Serving.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    shutdown_grace: PositiveSeconds = 10.0
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    # Logs: "auto" is JSON when stderr is not a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # Not pydantic's PostgresDsn: it refuses a Unix-socket URL (empty host, ?host=/dir),
+        # which is how the embedded server and many local setups are reached.
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("db_pool_min must not exceed db_pool_max")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database URL is set and loopwise runs its own PostgreSQL."""
+        return self.database_url is None
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is None:
+            return self.embedded
+        return self.migrate_on_start
+
+
+class InvalidSettings(Exception):
+    """A setting broke its rule; ``str()`` is one line naming the variable and the rule."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings.
+
+    Raises:
+        InvalidSettings: with one line per bad value, naming its environment variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"LOOPWISE_{field.upper()}" if error["loc"] else "settings"
+            lines.append(f"{name}: {error['msg']}")
+        raise InvalidSettings("; ".join(lines)) from None

@@ -1,0 +1,105 @@
+"""The test harness: a real PostgreSQL, a fresh database per test, a blocking-call detector.
+
+PostgreSQL is the server named by ``LOOPWISE_TEST_DATABASE_URL`` when it is set, otherwise
+an embedded one (pgserver) started for the session in a temporary directory. Migrations run
+once into a template database; each test gets its own clone, so no two tests share a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from blockbuster import BlockBuster, blockbuster_ctx
+from fastapi import FastAPI
+
+from loopwise.service.app import create_app
+from loopwise.service.db import embedded_postgres
+from loopwise.service.migrate import migrate
+from loopwise.service.settings import Settings, load_settings
+from tests.pg import with_database
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN with the right to create databases, on the server the tests use."""
+    url = os.environ.get("LOOPWISE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_postgres(tmp_path_factory.mktemp("pg"), database="loopwise_admin") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_admin_dsn: str) -> Iterator[str]:
+    """A migrated database, cloned by each test; its name is unique to this session."""
+    name = f"loopwise_tmpl_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        migrate(with_database(pg_admin_dsn, name))
+        yield name
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A database of this test's own, migrated, dropped afterwards."""
+    name = f"loopwise_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(pg_admin_dsn, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        database_url=database_url, data_dir=tmp_path, log_format="json", _env_file=None
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The real app with its lifespan running (pool open)."""
+    application = create_app(settings)
+    async with LifespanManager(application) as manager:
+        yield manager.app  # type: ignore[misc]
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://loopwise.test") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test whose async code makes a blocking call on the event loop."""
+    with blockbuster_ctx() as bb:
+        # Allowed one by one, each with its reason:
+        # asyncpg looks for ~/.pgpass (os.stat, a file read) when a DSN has no password;
+        # it happens once per new pool connection, not per query.
+        for call in ("os.stat", "io.BufferedReader.read"):
+            bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        yield bb

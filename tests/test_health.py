@@ -1,0 +1,89 @@
+"""Liveness, readiness, and the shape of errors on unknown routes."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+
+from tests.pg import database_name
+
+
+async def test_healthz_answers(client: httpx.AsyncClient) -> None:
+    """The liveness probe answers 200 while the process lives."""
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_ready_on_current_schema(client: httpx.AsyncClient) -> None:
+    """Readiness is 200 once PostgreSQL answers and the schema is current."""
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+async def test_readyz_follows_the_database(
+    client: httpx.AsyncClient, database_url: str, pg_admin_dsn: str
+) -> None:
+    """Readiness turns 503 when the database refuses connections and 200 when it is back."""
+    name = database_name(database_url)
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        down = await client.get("/readyz")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert "Retry-After" in down.headers
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        up = await client.get("/readyz")
+        assert up.status_code == 200
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def test_readyz_refuses_an_old_schema(client: httpx.AsyncClient, database_url: str) -> None:
+    """Readiness is 503 when the database's schema is not the one this code expects."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE alembic_version SET version_num = 'older'")
+    finally:
+        await conn.close()
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "older" in response.json()["detail"]
+
+
+async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
+    """Unknown paths get 404 and wrong methods 405, both as problem+json."""
+    missing = await client.get("/no/such/thing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    wrong = await client.delete("/healthz")
+    assert wrong.status_code == 405
+    assert wrong.json()["status"] == 405
+
+
+async def test_request_id_echoed(client: httpx.AsyncClient) -> None:
+    """A sane client request id is echoed; an insane one is replaced by our own."""
+    mine = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert mine.headers["x-request-id"] == "abc-123"
+    hostile = await client.get("/healthz", headers={"X-Request-ID": "a b\x7f" + "x" * 100})
+    assert hostile.headers["x-request-id"] != "a b"
+    assert len(hostile.headers["x-request-id"]) == 16
+
+
+async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
+    """A body over the limit gets 413 whether its length is declared or streamed."""
+    declared = await client.post("/healthz", content=b"x" * (65 * 1024))
+    assert declared.status_code == 413
+
+    async def chunks() -> httpx.AsyncByteStream:  # type: ignore[misc]
+        for _ in range(70):
+            yield b"x" * 1024
+
+    streamed = await client.post("/healthz", content=chunks())
+    assert streamed.status_code in (405, 413)
