@@ -8,12 +8,23 @@ from loopwise.patterns.deadlines import (
     or_fallback,
     time_left,
 )
-from loopwise.patterns.exceptions import DeadlineExceeded, PatternError, Saturated
+from loopwise.patterns.exceptions import (
+    ClosedResource,
+    DeadlineExceeded,
+    PatternError,
+    PoolSaturated,
+    Saturated,
+)
+from loopwise.patterns.offload import BlockingPool, PoolStats
 
 __all__ = [
+    "BlockingPool",
+    "ClosedResource",
     "Deadline",
     "DeadlineExceeded",
     "PatternError",
+    "PoolSaturated",
+    "PoolStats",
     "Saturated",
     "current_deadline",
     "deadline",
