@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,13 +29,18 @@ from tests.pg import with_database
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """A DSN with the right to create databases, on the server the tests use."""
     url = os.environ.get("LOOPWISE_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    with embedded_postgres(tmp_path_factory.mktemp("pg"), database="loopwise_admin") as dsn:
+    # A directory of our own, not pytest's numbered tmp dirs: another pytest run on the
+    # same machine prunes those, and would delete the data from under a running server.
+    with (
+        tempfile.TemporaryDirectory(prefix="loopwise-test-pg-") as data_dir,
+        embedded_postgres(Path(data_dir), database="loopwise_admin") as dsn,
+    ):
         yield dsn
 
 
