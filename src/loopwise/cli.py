@@ -10,7 +10,9 @@ import contextlib
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -113,6 +115,59 @@ def migrate() -> None:
     with _database(settings) as dsn:
         _migrate(dsn)
         _log.info("migrated")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Seconds per scenario: a smoke test."),
+    database_url: str | None = typer.Option(
+        None,
+        help="A PostgreSQL URL whose role may create databases; default: embedded PostgreSQL.",
+    ),
+    out: Path = typer.Option(Path("bench/results"), help="Where the report is written."),
+    workers: int = typer.Option(0, min=0, help="Server worker processes; 0: one per core."),
+    scenario: list[str] = typer.Option(  # noqa: B008 -- typer's way to declare the option
+        [], "--scenario", "-s", help="Run only these scenarios (repeatable)."
+    ),
+    seconds: float = typer.Option(0, min=0, help="Seconds per closed-loop point; 0: preset."),
+    rate: float = typer.Option(0, min=0, help="Constant rate for latency, req/s; 0: preset."),
+) -> None:
+    """Benchmark loopwise against bare baselines and the seed's naive version.
+
+    Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
+    outbound fan-out), seeds 10K users and 100K orders, drives load with wrk, stops it
+    all, and writes report.json, report.md and PNG charts into --out.
+    """
+    from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+
+    settings = _settings()
+    preset = BenchConfig.quick if quick else BenchConfig.full
+    overrides: dict[str, object] = {
+        "database_url": database_url or settings.database_url,
+        "data_dir": settings.data_dir,
+        "out_dir": out,
+    }
+    if workers:
+        overrides["workers"] = workers
+    if scenario:
+        overrides["scenarios"] = frozenset(scenario)
+    if seconds:
+        overrides["seconds"] = overrides["paced_seconds"] = seconds
+    if rate:
+        overrides["rate"] = rate
+    config = preset(**overrides)
+
+    def progress(message: str) -> None:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    try:
+        report = run_bench(config, progress)
+    except LoadGeneratorMissing as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; every server it started has been stopped", status=130)
+    for path in write_report(report, out):
+        typer.echo(str(path))
 
 
 def main() -> None:
