@@ -102,4 +102,9 @@ def blockbuster() -> Iterator[BlockBuster]:
         # it happens once per new pool connection, not per query.
         for call in ("os.stat", "io.BufferedReader.read"):
             bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Over TCP asyncpg resolves ~/.postgresql/<cert> paths (os.path.abspath) and checks
+        # whether those files exist (os.stat); once per new connection, as above.
+        for call in ("os.path.abspath", "os.stat"):
+            for where in ("_dot_postgresql_path", "_parse_connect_dsn_and_args"):
+                bb.functions[call].can_block_in("asyncpg/connect_utils.py", where)
         yield bb

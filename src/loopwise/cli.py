@@ -7,13 +7,14 @@ setting and the rule, and exit status 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -119,18 +120,27 @@ def migrate() -> None:
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="Seconds per scenario: a smoke test."),
-    database_url: str | None = typer.Option(
-        None,
-        help="A PostgreSQL URL whose role may create databases; default: embedded PostgreSQL.",
-    ),
-    out: Path = typer.Option(Path("bench/results"), help="Where the report is written."),
-    workers: int = typer.Option(0, min=0, help="Server worker processes; 0: one per core."),
-    scenario: list[str] = typer.Option(  # noqa: B008 -- typer's way to declare the option
-        [], "--scenario", "-s", help="Run only these scenarios (repeatable)."
-    ),
-    seconds: float = typer.Option(0, min=0, help="Seconds per closed-loop point; 0: preset."),
-    rate: float = typer.Option(0, min=0, help="Constant rate for latency, req/s; 0: preset."),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Seconds per scenario: a smoke test.")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the report is written.")] = Path("bench/results"),
+    workers: Annotated[
+        int, typer.Option(min=0, help="Server worker processes; 0: one per core.")
+    ] = 0,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", "-s", help="Run only these scenarios (repeatable)."),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(min=0, help="Seconds per measurement; 0: the preset's.")
+    ] = 0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
+    ] = 0,
 ) -> None:
     """Benchmark loopwise against bare baselines and the seed's naive version.
 
@@ -141,6 +151,8 @@ def bench(
     from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
 
     settings = _settings()
+    # The harness's own readiness polls would log every request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     preset = BenchConfig.quick if quick else BenchConfig.full
     overrides: dict[str, object] = {
         "database_url": database_url or settings.database_url,

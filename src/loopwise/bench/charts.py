@@ -12,9 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402 -- the backend must be chosen first
+import matplotlib.pyplot as plt
 
-from loopwise.bench.runner import BenchReport  # noqa: E402
+from loopwise.bench.runner import BenchReport
 
 __all__ = ["draw_charts"]
 
@@ -25,8 +25,12 @@ def _throughput(report: BenchReport, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in measured:
-        ax.plot([x.connections for x in r.closed], [x.rps for x in r.closed], marker="o", label=r.title)
-    ax.set(xscale="log", xlabel="connections (closed loop)", ylabel="requests/s", title="Throughput")
+        ax.plot(
+            [x.connections for x in r.closed], [x.rps for x in r.closed], marker="o", label=r.title
+        )
+    ax.set(
+        xscale="log", xlabel="connections (closed loop)", ylabel="requests/s", title="Throughput"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -45,7 +49,9 @@ def _latency(report: BenchReport, path: Path) -> Path | None:
     for k, (key, label) in enumerate(keys):
         values = [r.paced.latency_us.get(key, 0) / 1000 for r in measured if r.paced]
         ax.bar([i + k * width for i in range(len(measured))], values, width, label=label)
-    ax.set_xticks([i + width for i in range(len(measured))], [r.name for r in measured], rotation=20)
+    ax.set_xticks(
+        [i + width for i in range(len(measured))], [r.name for r in measured], rotation=20
+    )
     ax.set(
         yscale="log",
         ylabel="ms",
@@ -69,7 +75,9 @@ def _overload(report: BenchReport, path: Path) -> Path | None:
     axes[0].set(title="throughput", ylabel="requests/s")
     axes[1].plot(c, [100 * s.load.error_rate for s in o.steps], marker="o", color="tab:red")
     axes[1].set(title="errors", ylabel="% of requests")
-    axes[2].plot(c, [s.load.latency_us.get("p99", 0) / 1000 for s in o.steps], marker="o", color="tab:green")
+    axes[2].plot(
+        c, [s.load.latency_us.get("p99", 0) / 1000 for s in o.steps], marker="o", color="tab:green"
+    )
     axes[2].set(title="p99 latency", ylabel="ms")
     for ax in axes:
         ax.set(xscale="log", xlabel="connections")

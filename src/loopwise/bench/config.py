@@ -13,8 +13,8 @@ __all__ = ["BenchConfig"]
 class BenchConfig:
     """Every knob of a run. ``BenchConfig.full()`` and ``BenchConfig.quick()`` are the presets.
 
-        BenchConfig.full(workers=2)            # the figures for the README
-        BenchConfig.quick(scenarios={"asgi_hello"}, overload_on=None)
+    BenchConfig.full(workers=2)            # the figures for the README
+    BenchConfig.quick(scenarios={"asgi_hello"}, overload_on=None)
     """
 
     seconds: float = 10.0  # per closed-loop point

@@ -49,10 +49,20 @@ async def _naive(url: str, count: int, limit: int) -> tuple[int, int]:
 _IMPLEMENTATIONS = {"naive": _naive}
 
 
-def run_fanout(implementation: str, url: str, *, count: int, limit: int, delay_ms: int) -> FanoutResult:
+def run_fanout(
+    implementation: str, url: str, *, count: int, limit: int, delay_ms: int
+) -> FanoutResult:
     """Run one implementation in a child process and return what it measured."""
     done = subprocess.run(  # noqa: S603 -- our own interpreter and module
-        [sys.executable, "-m", "loopwise.bench.fanout", implementation, url, str(count), str(limit)],
+        [
+            sys.executable,
+            "-m",
+            "loopwise.bench.fanout",
+            implementation,
+            url,
+            str(count),
+            str(limit),
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -11,7 +11,16 @@ import psutil
 
 __all__ = ["machine_facts"]
 
-_PACKAGES = ("loopwise", "fastapi", "starlette", "pydantic", "granian", "uvloop", "asyncpg", "httpx")
+_PACKAGES = (
+    "loopwise",
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "granian",
+    "uvloop",
+    "asyncpg",
+    "httpx",
+)
 
 
 def _version(name: str) -> str | None:
@@ -23,7 +32,9 @@ def _version(name: str) -> str | None:
 
 def _wrk_version(wrk: str) -> str:
     done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)  # noqa: S603 -- fixed argv
-    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else ""
+    return (
+        (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else ""
+    )
 
 
 def _cpu_model() -> str:

@@ -27,7 +27,7 @@ def _json_default(value: object) -> object:
 
 
 def _ms(us: float | None) -> str:
-    return "–" if us is None else f"{us / 1000:,.2f}"
+    return "-" if us is None else f"{us / 1000:,.2f}"
 
 
 def comparisons(report: BenchReport) -> list[dict[str, Any]]:
@@ -61,7 +61,7 @@ def _scenario_rows(results: dict[str, ScenarioResult], concurrencies: list[int])
         if r.skipped:
             continue
         by_c = {x.connections: x for x in r.closed}
-        rps = " | ".join(f"{by_c[c].rps:,.0f}" if c in by_c else "–" for c in concurrencies)
+        rps = " | ".join(f"{by_c[c].rps:,.0f}" if c in by_c else "-" for c in concurrencies)
         errors = sum(x.error_count for x in r.closed) + (r.paced.error_count if r.paced else 0)
         lat = r.paced.latency_us if r.paced else {}
         rows.append(
@@ -80,7 +80,8 @@ def markdown(report: BenchReport) -> str:
         "",
         f"{m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, "
         f"Python {m.get('python')}; {m.get('server')}; PostgreSQL {m.get('postgres')}; "
-        f"{m.get('wrk')} on the same machine; load average at start {m.get('load_average_at_start')}.",
+        f"{m.get('wrk')} on the same machine; "
+        f"load average at start {m.get('load_average_at_start')}.",
         "",
         f"Throughput: closed loop, {report.config['seconds']} s per point. Latency: constant "
         f"{report.config['rate']:,.0f} req/s over {report.config['paced_connections']} "
@@ -94,17 +95,21 @@ def markdown(report: BenchReport) -> str:
         lines += ["## Ratios (same run)", "", "| comparison | throughput | p50 | p99 | target |"]
         lines.append("|---|---:|---:|---:|---:|")
         for r in ratios:
-            target = f"≥ {r['target']}×" if r["target"] else ""
+            target = f">= {r['target']}x" if r["target"] else ""
             lines.append(
                 f"| {r['scenario']} / {r['baseline']} ({r['meaning']}) | "
-                f"{r['throughput_ratio']}× | {r.get('p50_ratio', '–')} | "
-                f"{r.get('p99_ratio', '–')} | {target} |"
+                f"{r['throughput_ratio']}x | {r.get('p50_ratio', '-')} | "
+                f"{r.get('p99_ratio', '-')} | {target} |"
             )
         lines.append("")
     if report.overload:
         lines += _overload_rows(report)
     if report.fanout:
-        lines += ["## Outbound fan-out", "", "| implementation | URLs | limit | seconds | × ideal | failed |"]
+        lines += [
+            "## Outbound fan-out",
+            "",
+            "| implementation | URLs | limit | seconds | x ideal | failed |",
+        ]
         lines.append("|---|---:|---:|---:|---:|---:|")
         for f in report.fanout:
             lines.append(
@@ -135,12 +140,12 @@ def _overload_rows(report: BenchReport) -> list[str]:
         "| connections | req/s | error rate | p99 ms | /healthz ok/failed | /healthz p99 ms |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in o.steps:
-        lines.append(
-            f"| {s.load.connections} | {s.load.rps:,.0f} | {s.load.error_rate:.2%} | "
-            f"{_ms(s.load.latency_us.get('p99'))} | {s.health_ok}/{s.health_failed} | "
-            f"{s.health_p99_ms if s.health_p99_ms is not None else '–'} |"
-        )
+    lines += [
+        f"| {s.load.connections} | {s.load.rps:,.0f} | {s.load.error_rate:.2%} | "
+        f"{_ms(s.load.latency_us.get('p99'))} | {s.health_ok}/{s.health_failed} | "
+        f"{s.health_p99_ms if s.health_p99_ms is not None else '-'} |"
+        for s in o.steps
+    ]
     r = o.recovery
     lines += [
         "",

@@ -177,12 +177,15 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     report.notes.append(f"open files limit: {files}")
     with MemorySampler() as memory, _maybe_database(config, needs_db) as dsn:
         report.machine = machine_facts(
-            wrk, postgres="embedded (pgserver)" if config.database_url is None else "by URL",
+            wrk,
+            postgres="embedded (pgserver)" if config.database_url is None else "by URL",
             workers=config.workers,
         )
         env = _server_env(dsn)
         if dsn is not None and has_tables(dsn, "users", "orders", "preferences"):
-            progress(f"seeding {config.users:,} users, {config.users * config.orders_per_user:,} orders")
+            progress(
+                f"seeding {config.users:,} users, {config.users * config.orders_per_user:,} orders"
+            )
             report.seed = asyncio.run(
                 seed(
                     dsn,
@@ -190,6 +193,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
                     orders_per_user=config.orders_per_user,
                     password_hash=_password_hash(BENCH_PASSWORD),
                 )
+            )
+            # The same users for every server; tokens come once loopwise logs them in.
+            count = min(config.logged_in_users, report.seed.users)
+            run.context = PlanContext(
+                identities=[Identity(n) for n in range(1, count + 1)],
+                password=BENCH_PASSWORD,
+                email_of=user_email,
             )
         for name in servers:
             _run_server(run, report, memory, name, dsn, env, wanted)
@@ -230,18 +240,17 @@ def _run_server(
     ) as process:
         memory.watch(name, process.pid)
         paths = _paths(process.url) if any(s.needs_paths for s in mine) else set()
-        if name == "loopwise" and "/login" in paths and report.seed is not None:
-            count = min(run.config.logged_in_users, report.seed.users)
-            run.progress(f"logging in {count} users")
-            identities = [Identity(n) for n in range(1, count + 1)]
+        if name == "loopwise" and "/login" in paths and run.context.identities:
+            run.progress(f"logging in {len(run.context.identities)} users")
             run.context = PlanContext(
-                identities=_login(process.url, identities),
+                identities=_login(process.url, list(run.context.identities)),
                 password=BENCH_PASSWORD,
                 email_of=user_email,
             )
         for scenario in mine:
             absent = [p for p in scenario.needs_paths if p not in paths]
-            if absent or (scenario.needs_tokens and not run.context.identities):
+            identities = run.context.identities
+            if absent or (scenario.needs_tokens and not all(i.token for i in identities)):
                 why = f"no endpoint {', '.join(absent)}" if absent else "no logged-in users"
                 report.scenarios[scenario.name] = ScenarioResult(
                     scenario.name, scenario.server, scenario.title, skipped=why
@@ -275,7 +284,8 @@ def _overload(run: _Run, scenario: Scenario, process: ServerProcess) -> Overload
 def _fanout(run: _Run, report: BenchReport) -> None:
     c = run.config
     run.progress(
-        f"outbound fan-out: {c.fanout_urls} URLs at {c.fanout_delay_ms} ms, {c.fanout_limit} at a time"
+        f"outbound fan-out: {c.fanout_urls} URLs at {c.fanout_delay_ms} ms, "
+        f"{c.fanout_limit} at a time"
     )
     target = SERVERS["asgi"]
     with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:

@@ -46,7 +46,7 @@ _RECENT_ORDERS = """
 _PREFERENCES = "SELECT document FROM preferences WHERE user_id = $1"
 
 
-async def resilient_fetch(url: str, timeout: float = 5.0) -> httpx.Response | None:
+async def resilient_fetch(url: str, timeout: float = 5.0) -> httpx.Response | None:  # noqa: ASYNC109 -- the blog's own signature
     """The blog's pattern 4: a new client per call, ``None`` on timeout."""
     try:
         async with asyncio.timeout(timeout), httpx.AsyncClient() as client:
@@ -56,7 +56,9 @@ async def resilient_fetch(url: str, timeout: float = 5.0) -> httpx.Response | No
 
 
 async def fetch_all(
-    urls: list[str], semaphore: asyncio.Semaphore, timeout: float = 5.0
+    urls: list[str],
+    semaphore: asyncio.Semaphore,
+    timeout: float = 5.0,  # noqa: ASYNC109 -- the blog's own signature
 ) -> list[httpx.Response | None]:
     """The blog's pattern 3 around pattern 4: one global semaphore, ``gather`` everything."""
 
