@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster
-from typer.testing import CliRunner
 
 import loopwise.bench
 from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
 from loopwise.bench.loadgen import Request, find_wrk, percentiles
-from loopwise.cli import app
 from loopwise.service.migrate import expected_revision
 
 
@@ -90,9 +91,12 @@ def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LoadGeneratorMissing, match="apt-get install wrk"):
         find_wrk()
-    result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
-    assert "apt-get install wrk" in result.output
+    # The real command in a process of its own (it configures logging process-wide).
+    command = [sys.executable, "-c", "from loopwise.cli import main; main()", "bench", "--quick"]
+    env = {**os.environ, "PATH": str(tmp_path), "LOOPWISE_DATABASE_URL": "postgresql:///unused"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603 -- our own interpreter
+    assert done.returncode == 2
+    assert "apt-get install wrk" in done.stderr
 
 
 def test_percentiles_of_a_histogram() -> None:
