@@ -7,11 +7,14 @@ setting and the rule, and exit status 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
-from typing import NoReturn
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -119,6 +122,70 @@ def migrate() -> None:
     with _database(settings) as dsn:
         _migrate(dsn)
         _log.info("migrated")
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Seconds per scenario: a smoke test.")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the report is written.")] = Path("bench/results"),
+    workers: Annotated[
+        int, typer.Option(min=0, help="Server worker processes; 0: one per core.")
+    ] = 0,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", "-s", help="Run only these scenarios (repeatable)."),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(min=0, help="Seconds per measurement; 0: the preset's.")
+    ] = 0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
+    ] = 0,
+) -> None:
+    """Benchmark loopwise against bare baselines and the seed's naive version.
+
+    Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
+    outbound fan-out), seeds 10K users and 100K orders, drives load with wrk, stops it
+    all, and writes report.json, report.md and PNG charts into --out.
+    """
+    from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+
+    settings = _settings()
+    # The harness's own readiness polls would log every request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    preset = BenchConfig.quick if quick else BenchConfig.full
+    overrides: dict[str, object] = {
+        "database_url": database_url or settings.database_url,
+        "data_dir": settings.data_dir,
+        "out_dir": out,
+    }
+    if workers:
+        overrides["workers"] = workers
+    if scenario:
+        overrides["scenarios"] = frozenset(scenario)
+    if seconds:
+        overrides["seconds"] = overrides["paced_seconds"] = seconds
+    if rate:
+        overrides["rate"] = rate
+    config = preset(**overrides)
+
+    def progress(message: str) -> None:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    try:
+        report = run_bench(config, progress)
+    except LoadGeneratorMissing as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; every server it started has been stopped", status=130)
+    for path in write_report(report, out):
+        typer.echo(str(path))
 
 
 def main() -> None:

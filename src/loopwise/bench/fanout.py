@@ -1,0 +1,86 @@
+"""The outbound fan-out, run in a process of its own so its client is all it measures.
+
+    python -m loopwise.bench.fanout naive http://127.0.0.1:PORT/delay/20 1000 10
+
+prints one JSON line: how long fetching ``count`` URLs took with ``limit`` in flight, and
+how many succeeded. The ideal is ``count / limit * delay``: 1,000 URLs at 20 ms, ten at a
+time, take 2.0 s. Implementations: ``naive``, the seed's client-per-call pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+__all__ = ["FanoutResult", "run_fanout"]
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutResult:
+    implementation: str
+    urls: int
+    limit: int
+    delay_ms: int
+    seconds: float
+    ok: int
+    failed: int
+
+    @property
+    def ideal_seconds(self) -> float:
+        return self.urls / self.limit * self.delay_ms / 1000
+
+    @property
+    def ratio_to_ideal(self) -> float:
+        return self.seconds / self.ideal_seconds
+
+
+async def _naive(url: str, count: int, limit: int) -> tuple[int, int]:
+    from loopwise.bench.apps.naive import fetch_all
+
+    responses = await fetch_all([f"{url}?n={n}" for n in range(count)], asyncio.Semaphore(limit))
+    ok = sum(1 for r in responses if r is not None and r.status_code == 200)
+    return ok, count - ok
+
+
+_IMPLEMENTATIONS = {"naive": _naive}
+
+
+def run_fanout(
+    implementation: str, url: str, *, count: int, limit: int, delay_ms: int
+) -> FanoutResult:
+    """Run one implementation in a child process and return what it measured."""
+    done = subprocess.run(  # noqa: S603 -- our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "loopwise.bench.fanout",
+            implementation,
+            url,
+            str(count),
+            str(limit),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"fan-out ({implementation}) failed: {done.stderr.strip()}")
+    measured = json.loads(done.stdout)
+    return FanoutResult(implementation, count, limit, delay_ms, **measured)
+
+
+def main() -> None:
+    implementation, url, count, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    fetch = _IMPLEMENTATIONS[implementation]
+    started = time.perf_counter()
+    ok, failed = asyncio.run(fetch(url, count, limit))
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": round(seconds, 4), "ok": ok, "failed": failed}))  # noqa: T201 -- the parent reads it
+
+
+if __name__ == "__main__":
+    main()

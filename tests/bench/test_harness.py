@@ -1,0 +1,127 @@
+"""The bench harness end to end on the baselines: real servers, real wrk, a real report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from blockbuster import BlockBuster
+
+import loopwise.bench
+from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+from loopwise.bench.loadgen import Request, find_wrk, percentiles
+from loopwise.service.migrate import expected_revision
+
+
+def test_quick_run_measures_baselines_and_writes_the_report(
+    pg_admin_dsn: str, tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    """A quick run measures each baseline closed-loop and paced, overloads one, and reports."""
+    # The harness is a synchronous command: its only event loops are short private ones
+    # (alembic's, an admin connection) with nothing else to stall, and the servers under
+    # test run in their own processes. The detector guards shared loops, so it stands down.
+    blockbuster.deactivate()
+    config = BenchConfig.quick(
+        scenarios=frozenset(
+            {"asgi_hello", "fastapi_hello", "floor_user_by_id", "naive_user_by_id", "fanout"}
+        ),
+        seconds=1.0,
+        paced_seconds=1.0,
+        overload_on="fastapi_hello",
+        overload_concurrencies=(64,),
+        fanout_urls=20,
+        users=200,
+        workers=1,
+        database_url=pg_admin_dsn,
+        data_dir=tmp_path / "data",
+        out_dir=tmp_path / "out",
+    )
+    messages: list[str] = []
+    report = run_bench(config, messages.append)
+
+    for name in ("asgi_hello", "fastapi_hello"):
+        result = report.scenarios[name]
+        assert result.skipped is None
+        assert [point.connections for point in result.closed] == [32]
+        assert all(point.requests > 0 and point.error_count == 0 for point in result.closed)
+        assert result.paced is not None
+        assert result.paced.requests > 0
+        assert result.paced.error_count == 0
+        assert {"p50", "p99", "p999"} <= result.paced.latency_us.keys()
+    # The floor reads `users`: it runs once the accounts migration exists, and says why not before.
+    floor = report.scenarios["floor_user_by_id"]
+    if (expected_revision() or "0000") >= "0002":
+        assert floor.skipped is None
+        assert floor.closed
+    else:
+        assert floor.skipped is not None
+        assert "users" in floor.skipped
+
+    assert report.overload is not None
+    assert [step.load.connections for step in report.overload.steps] == [64]
+    assert report.overload.recovery.requests > 0
+    assert [f.implementation for f in report.fanout] == ["naive"]
+    assert report.fanout[0].ok == 20
+
+    # Every server it started exited cleanly on SIGTERM (granian waits for its workers).
+    assert report.shutdown
+    assert all(s["exit_code"] == 0 for s in report.shutdown.values())
+
+    written = write_report(report, config.out_dir)
+    assert {p.name for p in written} >= {
+        "report.json",
+        "report.md",
+        "throughput.png",
+        "latency.png",
+    }
+    data = json.loads((config.out_dir / "report.json").read_text())
+    assert data["machine"]["cores"] >= 1
+    assert data["scenarios"]["fastapi_hello"]["closed"][0]["rps"] > 0
+    assert any(c["scenario"] == "fastapi_hello" for c in data["comparisons"])
+    assert "| FastAPI hello |" in (config.out_dir / "report.md").read_text()
+    assert any("FastAPI hello" in m for m in messages)
+
+
+def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without wrk on PATH the command fails in one line naming the apt package."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LoadGeneratorMissing, match="apt-get install wrk"):
+        find_wrk()
+    # The real command in a process of its own (it configures logging process-wide).
+    command = [sys.executable, "-c", "from loopwise.cli import main; main()", "bench", "--quick"]
+    env = {**os.environ, "PATH": str(tmp_path), "LOOPWISE_DATABASE_URL": "postgresql:///unused"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603 -- our own interpreter
+    assert done.returncode == 2
+    assert "apt-get install wrk" in done.stderr
+
+
+def test_percentiles_of_a_histogram() -> None:
+    """Percentiles come from the cumulative counts of the microsecond histogram."""
+    hist = {100: 50, 200: 40, 1000: 9, 50_000: 1}
+    got = percentiles(hist)
+    assert (got["p50"], got["p90"], got["p99"], got["p999"]) == (100, 200, 1000, 50_000)
+    assert got["max"] == 50_000
+
+
+def test_request_lines_refuse_what_would_break_the_file() -> None:
+    """A tab or newline in a request field is refused rather than corrupting the plan."""
+    assert Request("GET", "/x", {"A": "b"}).line() == "1\tGET\t/x\tA: b\t"
+    with pytest.raises(ValueError, match="tabs or newlines"):
+        Request("GET", "/x\n").line()
+    with pytest.raises(ValueError, match="weight"):
+        Request("GET", "/x", weight=0).line()
+
+
+def test_public_names() -> None:
+    """The bench package exports exactly its documented entry points."""
+    assert loopwise.bench.__all__ == [
+        "BenchConfig",
+        "BenchReport",
+        "LoadGeneratorMissing",
+        "run_bench",
+        "write_report",
+    ]
