@@ -15,11 +15,12 @@ from loopwise.patterns.exceptions import (
     PoolSaturated,
     Saturated,
 )
-from loopwise.patterns.offload import BlockingPool, PoolStats
+from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
 
 __all__ = [
     "BlockingPool",
     "ClosedResource",
+    "CpuPool",
     "Deadline",
     "DeadlineExceeded",
     "PatternError",
