@@ -16,13 +16,17 @@ from loopwise.patterns.exceptions import (
     Saturated,
 )
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
+from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
+    "DEFAULT_LAG_BUCKETS",
     "BlockingPool",
     "ClosedResource",
     "CpuPool",
     "Deadline",
     "DeadlineExceeded",
+    "LagStats",
+    "LoopWatchdog",
     "PatternError",
     "PoolSaturated",
     "PoolStats",
