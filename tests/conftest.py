@@ -113,4 +113,11 @@ def blockbuster() -> Iterator[BlockBuster]:
         # it happens once per new pool connection, not per query.
         for call in ("os.stat", "io.BufferedReader.read"):
             bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Over TCP (LOOPWISE_TEST_DATABASE_URL), asyncpg's default sslmode=prefer looks for
+        # client certificates under ~/.postgresql/ while parsing the DSN: a few path
+        # lookups per new connection, not per query.
+        for call in ("os.path.abspath", "os.stat"):
+            bb.functions[call].can_block_in(
+                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
+            )
         yield bb

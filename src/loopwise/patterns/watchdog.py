@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Self
@@ -88,6 +89,8 @@ class LoopWatchdog:
         interval: seconds between probes; the lag histogram gets one sample per probe.
         buckets: the histogram's upper bounds in seconds, ascending.
         logger: a structlog logger; ``loopwise.watchdog`` by default.
+        on_lag: called with each lag sample (seconds) in the watchdog thread, e.g. a
+            metrics histogram's ``observe``; it must be quick and thread-safe.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class LoopWatchdog:
         interval: float = 0.05,
         buckets: tuple[float, ...] = DEFAULT_LAG_BUCKETS,
         logger: Any = None,
+        on_lag: Callable[[float], None] | None = None,
     ) -> None:
         if threshold <= 0:
             raise ValueError(f"`threshold` must be positive, got {threshold}")
@@ -108,6 +112,7 @@ class LoopWatchdog:
         self._interval = interval
         self._buckets = tuple(buckets)
         self._log = logger or structlog.get_logger(logger_name="loopwise.watchdog")
+        self._on_lag = on_lag
         self._state = _State.NEW
         self._stop = threading.Event()
         # The histogram is written by the watchdog thread and read by stats() on the
@@ -227,6 +232,8 @@ class LoopWatchdog:
             self._max = max(self._max, lag)
             if stall_ended:
                 self._stalled = False
+        if self._on_lag is not None:
+            self._on_lag(lag)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
