@@ -58,24 +58,29 @@ def sleep_allowed(blockbuster: BlockBuster) -> None:
 async def test_stall_is_logged_once_with_the_blocking_function() -> None:
     """A stall is logged once, naming the blocking function, then its end with the duration."""
     events = LogEvents()
-    async with LoopWatchdog(threshold=0.05, interval=0.01, logger=events.logger) as dog:
-        block_the_loop(events.stalled, extra=0.2)  # four thresholds more: still one report
+    lags: list[float] = []
+    watchdog = LoopWatchdog(threshold=0.1, interval=0.01, logger=events.logger, on_lag=lags.append)
+    async with watchdog:
+        block_the_loop(events.stalled, extra=0.4)  # four thresholds more: still one report
+        # A hiccup of the shared test machine may be logged first: skip to ours.
         stalled = await events.next()
-        ended = await events.next()
-        stats = dog.stats()
+        while "in block_the_loop\n" not in stalled.get("stack", ""):
+            stalled = await events.next()
+        ended = await events.next()  # next after ours: no second report of the same stall
+        stats = watchdog.stats()
     assert stalled["event"] == "event_loop_stalled"
     # The innermost frame is blockbuster's time.sleep wrapper in tests; the caller is next.
     assert stalled["blocking_in"]
     assert "in block_the_loop\n    time.sleep(" in stalled["stack"]
     assert "test_stall_is_logged_once_with_the_blocking_function" in stalled["stack"]
-    assert stalled["threshold_ms"] == 50.0
+    assert stalled["threshold_ms"] == 100.0
     assert ended["event"] == "event_loop_stall_ended"
-    assert ended["duration_ms"] >= 250.0  # waited for the stall report, then slept 0.2 s
-    assert events.queue.empty()
-    assert stats.stalls == 1
+    assert ended["duration_ms"] >= 500.0  # waited for the stall report, then slept 0.4 s
+    assert stats.stalls >= 1
     assert not stats.stalled
-    assert stats.max >= 0.25
-    assert sum(stats.counts[stats.buckets.index(0.25) :]) >= 1  # the stall's own sample
+    assert stats.max >= 0.5
+    assert max(lags) == stats.max
+    assert sum(stats.counts[stats.buckets.index(0.5) :]) >= 1  # the stall's own sample
     assert sum(stats.counts) == stats.count
 
 

@@ -31,14 +31,13 @@ from typing import Protocol, Self
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopwise.patterns import DEFAULT_LAG_BUCKETS, LagStats, PoolStats
@@ -146,14 +145,18 @@ class Metrics:
             counter.inc(gained)
             self._seen[key] = total
 
-    def render(self) -> bytes:
-        """The text exposition format: this process's values, or all workers' in multiprocess."""
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper asked for (``Accept``) and its content type.
+
+        This process's values, or every worker's in multiprocess mode.
+        """
         self.refresh()
+        encode, content_type = choose_encoder(accept)
         if not self.multiprocess:
-            return generate_latest(self.registry)
+            return encode(self.registry), content_type
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
-        return generate_latest(merged)
+        return encode(merged), content_type
 
     async def __aenter__(self) -> Self:
         if self.multiprocess:
@@ -187,7 +190,8 @@ class Metrics:
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     app_metrics: Metrics = request.state.metrics
-    return Response(app_metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = app_metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})
 
 
 class RequestMetrics:
