@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import sys
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,3 +129,48 @@ async def test_metrics_can_be_turned_off(settings: Settings) -> None:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/metrics")).status_code == 404
+
+
+@pytest.mark.blocks_loop  # starting the server process forks from the loop's thread
+async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) -> None:
+    """With two granian workers, whichever answers /metrics reports both (multiprocess)."""
+    with socket.socket() as probe:  # a free port, released for the server to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "LOOPWISE_DATABASE_URL": str(settings.database_url),
+        "LOOPWISE_DATA_DIR": str(tmp_path),
+        "LOOPWISE_PORT": str(port),
+        "LOOPWISE_WORKERS": "2",
+        "LOOPWISE_BLOCKING_WORKERS": "3",
+        "LOOPWISE_MIGRATE_ON_START": "false",
+        "LOOPWISE_LOG_LEVEL": "warning",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "loopwise"),
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            blocking_workers = 0.0
+            for _ in range(300):  # a bounded poll: the server is another process
+                with contextlib.suppress(httpx.TransportError, KeyError):
+                    text = (await client.get("/metrics")).text
+                    blocking_workers = value(text, "loopwise_offload_workers", pool="blocking")
+                    if blocking_workers == 6:
+                        break
+                await asyncio.sleep(0.05)
+            assert blocking_workers == 6  # 3 threads in each of the two workers
+            for _ in range(10):
+                assert (await client.get("/healthz")).status_code == 200
+            text = (await client.get("/metrics")).text
+    finally:
+        server.terminate()
+        await server.wait()
+    count = "loopwise_http_request_duration_seconds_count"
+    assert value(text, count, method="GET", route="/healthz", status="200") == 10

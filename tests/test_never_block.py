@@ -61,6 +61,7 @@ def hold_the_loop(stalled: threading.Event) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.blocks_loop
 @pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
 async def test_watchdog_names_a_blocking_handler(
     settings: Settings, blockbuster: BlockBuster

@@ -54,6 +54,7 @@ def sleep_allowed(blockbuster: BlockBuster) -> None:
 
 
 @BOTH_LOOPS
+@pytest.mark.blocks_loop
 @pytest.mark.usefixtures("sleep_allowed")
 async def test_stall_is_logged_once_with_the_blocking_function() -> None:
     """A stall is logged once, naming the blocking function, then its end with the duration."""
