@@ -16,7 +16,7 @@ from loopwise.service import health
 from loopwise.service import metrics as metrics_routes
 from loopwise.service.db import Database
 from loopwise.service.logs import configure_logging, get_logger
-from loopwise.service.metrics import Metrics, RequestMetrics
+from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
 from loopwise.service.problems import install_problem_handlers
@@ -74,9 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    if settings.metrics_enabled:
-        app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(RequestLog)
+    app.add_middleware(
+        RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
+    )
     return app
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -38,12 +37,12 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import choose_encoder
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from loopwise.patterns import DEFAULT_LAG_BUCKETS, LagStats, PoolStats
 from loopwise.service.db import Database
 
-__all__ = ["Metrics", "RequestMetrics", "router"]
+__all__ = ["Metrics", "router"]
 
 router = APIRouter(tags=["operations"])
 
@@ -110,6 +109,22 @@ class Metrics:
         # Counters only go up: the refresh adds what a snapshot gained since the last one.
         self._seen: dict[tuple[str, str], float] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._latency_by_key: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one request by its route template; ``RequestLog`` calls this.
+
+        The template (``/users/{id}``), never the raw path, keeps the label set bounded;
+        requests no route matched share ``route="unmatched"``. FastAPI's router puts the
+        matched route in the scope, which is shared with the middleware around it.
+        """
+        route = getattr(scope.get("route"), "path_format", None) or "unmatched"
+        key = (scope["method"], route, status)
+        child = self._latency_by_key.get(key)
+        if child is None:  # labels() locks and validates: do it once per key
+            child = self.request_duration.labels(scope["method"], route, str(status))
+            self._latency_by_key[key] = child
+        child.observe(seconds)
 
     def track_pool(self, pool: _HasPoolStats) -> None:
         self._pools[pool.stats().name] = pool.stats
@@ -192,38 +207,3 @@ async def metrics(request: Request) -> Response:
     app_metrics: Metrics = request.state.metrics
     body, content_type = app_metrics.render(request.headers.get("accept", ""))
     return Response(body, headers={"content-type": content_type})
-
-
-class RequestMetrics:
-    """Pure ASGI: observe each request's duration, labelled by its route template.
-
-    The template (``/users/{id}``), never the raw path, keeps the label set bounded;
-    requests no route matched share ``route="unmatched"``.
-    """
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self._observe = metrics.request_duration
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            # FastAPI's router puts the matched route in the scope (shared, mutated).
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or "unmatched"
-            self._observe.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
