@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from blockbuster import BlockBuster, BlockingError
 
 from loopwise.service.app import create_app
-from loopwise.service.settings import Settings
+from loopwise.service.settings import InvalidSettings, Settings, load_settings
 from tests.test_metrics import value
 
 
@@ -97,3 +97,17 @@ async def test_watchdog_names_a_blocking_handler(
     assert value(text, "loopwise_event_loop_lag_seconds_bucket", le="0.1") < value(
         text, "loopwise_event_loop_lag_seconds_bucket", le="+Inf"
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "variable"),
+    [
+        ("watchdog_threshold", 0, "LOOPWISE_WATCHDOG_THRESHOLD"),
+        ("blocking_workers", 0, "LOOPWISE_BLOCKING_WORKERS"),
+        ("cpu_queue", -1, "LOOPWISE_CPU_QUEUE"),
+    ],
+)
+def test_off_loop_settings_are_validated(field: str, bad: int, variable: str) -> None:
+    """A nonsense watchdog or pool setting stops start-up with a line naming the variable."""
+    with pytest.raises(InvalidSettings, match=variable):
+        load_settings(**{field: bad}, _env_file=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 
 def busy_interval(rounds: int) -> tuple[int, float, float]:
@@ -17,3 +18,10 @@ def busy_interval(rounds: int) -> tuple[int, float, float]:
 
 def divide(a: int, b: int) -> float:
     return a / b
+
+
+def wait_for(release: Any, started: Any) -> str:
+    """Signal that the call runs, then hold the worker process until released."""
+    started.set()
+    release.wait(60)
+    return "released"

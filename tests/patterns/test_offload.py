@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import multiprocessing
 import os
 import threading
 import traceback
+from multiprocessing.managers import SyncManager
+from typing import Any
 
 import pytest
 
@@ -21,7 +24,7 @@ from loopwise.patterns import (
     deadline,
     offload,
 )
-from tests.patterns.cpu_work import busy_interval, divide
+from tests.patterns.cpu_work import busy_interval, divide, wait_for
 
 
 class Gate:
@@ -257,3 +260,29 @@ async def test_cpu_pool_refuses_work_after_close() -> None:
     await pool.aclose()
     with pytest.raises(ClosedResource):
         await pool.run(divide, 1, 2)
+
+
+def shared_events() -> tuple[SyncManager, Any, Any]:
+    """Two events worker processes can take as arguments (a manager process serves them)."""
+    manager = multiprocessing.get_context("spawn").Manager()  # starts its process
+    return manager, manager.Event(), manager.Event()
+
+
+async def test_cpu_pool_cancelled_caller_stops_waiting() -> None:
+    """Cancelling a CpuPool call returns at once; its worker counts until the call ends."""
+    manager, release, started = await asyncio.to_thread(shared_events)
+    try:
+        pool = CpuPool("cpu-cancel", max_workers=1, max_queue=0)
+        call = asyncio.create_task(pool.run(wait_for, release, started))
+        assert await asyncio.to_thread(started.wait, 60)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert pool.stats().in_use == 1
+        with pytest.raises(PoolSaturated):  # the bound still holds the running call
+            await pool.run(divide, 1, 2)
+        await asyncio.to_thread(release.set)
+        await pool.aclose()
+        assert (pool.stats().in_use, pool.stats().completed) == (0, 1)
+    finally:
+        await asyncio.to_thread(manager.shutdown)
