@@ -11,12 +11,13 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+import uvloop
 from asgi_lifespan import LifespanManager
 from blockbuster import BlockBuster, blockbuster_ctx
 from fastapi import FastAPI
@@ -26,6 +27,16 @@ from loopwise.service.db import embedded_postgres
 from loopwise.service.migrate import migrate
 from loopwise.service.settings import Settings, load_settings
 from tests.pg import with_database
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on asyncio's loop; ``@pytest.mark.asyncio(loop_factories=[...])`` picks more."""
+    marker = item.get_closest_marker("asyncio")
+    if marker is None or "loop_factories" not in marker.kwargs:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

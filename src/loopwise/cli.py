@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -91,6 +92,8 @@ def serve() -> None:
             _migrate(dsn)
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
+        if settings.workers > 1:
+            _share_metrics(settings)
         _log.info("serving", host=settings.host, port=settings.port, workers=settings.workers)
         Granian(
             "loopwise.service.app:create_app_from_env",
@@ -109,6 +112,19 @@ def serve() -> None:
             },
             workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace)),
         ).serve()
+
+
+def _share_metrics(settings: Settings) -> None:
+    """Let every worker's metrics reach /metrics, whichever worker answers the scrape.
+
+    prometheus_client's multiprocess mode: workers write values to files in this
+    directory, read together at scrape time. It must be set before a worker imports
+    prometheus_client, and start empty, or a previous run's counters would leak in.
+    """
+    directory = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 @app.command()

@@ -1,11 +1,15 @@
-"""BlockingPool: bounded off-loop calls, saturation within the deadline, cancellation, close."""
+"""BlockingPool and CpuPool: bounds, saturation within the deadline, cancellation, close."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import multiprocessing
+import os
 import threading
 import traceback
+from multiprocessing.managers import SyncManager
+from typing import Any
 
 import pytest
 
@@ -13,12 +17,14 @@ import loopwise.patterns
 from loopwise.patterns import (
     BlockingPool,
     ClosedResource,
+    CpuPool,
     PatternError,
     PoolSaturated,
     Saturated,
     deadline,
     offload,
 )
+from tests.patterns.cpu_work import busy_interval, divide, wait_for
 
 
 class Gate:
@@ -214,5 +220,69 @@ def test_bounds_are_validated(workers: int, queue: int, message: str) -> None:
 
 def test_public_names_are_pinned() -> None:
     """The module exports exactly its public names, all re-exported by the package."""
-    assert offload.__all__ == ["BlockingPool", "PoolStats"]
+    assert offload.__all__ == ["BlockingPool", "CpuPool", "PoolStats"]
     assert set(offload.__all__) <= set(loopwise.patterns.__all__)
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+async def test_cpu_pool_runs_in_other_processes_within_its_bound() -> None:
+    """CpuPool runs calls in worker processes, never more than max_workers at a time."""
+    async with CpuPool("cpu", max_workers=2, max_queue=8) as pool:
+        results = await asyncio.gather(*(pool.run(busy_interval, 200_000) for _ in range(6)))
+        stats = pool.stats()
+    pids = {pid for pid, _, _ in results}
+    assert os.getpid() not in pids
+    assert len(pids) <= 2
+    assert max_overlap([(start, end) for _, start, end in results]) <= 2
+    assert (stats.in_use, stats.queued, stats.completed) == (0, 0, 6)
+
+
+async def test_cpu_pool_propagates_errors_with_the_remote_traceback() -> None:
+    """An error in the worker process reaches the caller; its traceback names the function."""
+    async with CpuPool("cpu-errors", max_workers=1, max_queue=1) as pool:
+        with pytest.raises(ZeroDivisionError) as caught:
+            await pool.run(divide, 1, 0)
+        assert await pool.run(divide, 1, 2) == 0.5
+    assert "in divide" in str(caught.value.__cause__)
+
+
+async def test_cpu_pool_refuses_work_after_close() -> None:
+    """A closed CpuPool raises ClosedResource."""
+    pool = CpuPool("cpu-closed", max_workers=1, max_queue=0)
+    await pool.aclose()
+    with pytest.raises(ClosedResource):
+        await pool.run(divide, 1, 2)
+
+
+def shared_events() -> tuple[SyncManager, Any, Any]:
+    """Two events worker processes can take as arguments (a manager process serves them)."""
+    manager = multiprocessing.get_context("spawn").Manager()  # starts its process
+    return manager, manager.Event(), manager.Event()
+
+
+async def test_cpu_pool_cancelled_caller_stops_waiting() -> None:
+    """Cancelling a CpuPool call returns at once; its worker counts until the call ends."""
+    manager, release, started = await asyncio.to_thread(shared_events)
+    try:
+        pool = CpuPool("cpu-cancel", max_workers=1, max_queue=0)
+        call = asyncio.create_task(pool.run(wait_for, release, started))
+        assert await asyncio.to_thread(started.wait, 60)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert pool.stats().in_use == 1
+        with pytest.raises(PoolSaturated):  # the bound still holds the running call
+            await pool.run(divide, 1, 2)
+        await asyncio.to_thread(release.set)
+        await pool.aclose()
+        assert (pool.stats().in_use, pool.stats().completed) == (0, 1)
+    finally:
+        await asyncio.to_thread(manager.shutdown)

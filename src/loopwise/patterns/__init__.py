@@ -15,13 +15,18 @@ from loopwise.patterns.exceptions import (
     PoolSaturated,
     Saturated,
 )
-from loopwise.patterns.offload import BlockingPool, PoolStats
+from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
+from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
+    "DEFAULT_LAG_BUCKETS",
     "BlockingPool",
     "ClosedResource",
+    "CpuPool",
     "Deadline",
     "DeadlineExceeded",
+    "LagStats",
+    "LoopWatchdog",
     "PatternError",
     "PoolSaturated",
     "PoolStats",

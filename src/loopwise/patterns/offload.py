@@ -1,9 +1,24 @@
-"""Run blocking calls off the event loop on a bounded pool of your own, with stats.
+"""Run blocking or CPU-bound calls off the event loop, on bounded pools of your own.
 
     pool = BlockingPool("argon2", max_workers=2, max_queue=64)
     async with pool:
         digest = await pool.run(hasher.hash, password)   # typed: returns what hash returns
         pool.stats()   # PoolStats(name='argon2', max_workers=2, ..., in_use=0, queued=0, ...)
+
+    async with CpuPool("reports", max_workers=2, max_queue=16) as cpu:
+        totals = await cpu.run(summarise, rows)          # in another process
+
+``BlockingPool`` is for calls that wait (file and socket I/O, C code that releases the
+GIL, such as argon2). ``CpuPool`` is for pure-Python computation: a thread running Python
+bytecode holds the GIL, so it slows the loop's thread down instead of running beside it;
+only another process gets a core of its own. Its functions and arguments must pickle
+(module-level functions), and a call costs an inter-process round trip (~0.1 ms), so use it
+for work of milliseconds and more.
+
+The issue's ``run_blocking(fn, ...)`` and ``run_cpu(fn, ...)`` are ``blocking.run(fn, ...)``
+and ``cpu.run(fn, ...)`` on pools the application owns (the service keeps them in its
+lifespan state). A module-level ``run_blocking`` would need a process-global pool, which is
+the shared, unmonitored default executor again under another name.
 
 Why not ``asyncio.to_thread``: it uses the loop's default executor, shared by everything
 (min(32, cores + 4) threads), unbounded in its queue and invisible to metrics. One slow
@@ -16,9 +31,10 @@ worker, in arrival order, for as long as the deadline in force allows
 raises :class:`PoolSaturated` at once, so an overloaded service sheds instead of piling up.
 
 Cancellation: a caller cancelled while waiting leaves the queue at once. A caller cancelled
-while its call runs stops waiting at once too, but Python cannot stop a thread: the call
-runs to completion and its result is dropped. Its worker stays counted in ``in_use`` until
-it really finishes, so ``max_workers`` is a true bound on threads busy with this pool.
+while its call runs stops waiting at once too, but Python cannot stop a thread (nor, safely,
+a process mid-call): the call runs to completion and its result is dropped. Its worker stays
+counted in ``in_use`` until it really finishes, so ``max_workers`` is a true bound on the
+threads or processes busy with this pool.
 """
 
 from __future__ import annotations
@@ -27,9 +43,11 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
@@ -37,7 +55,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.exceptions import ClosedResource, PoolSaturated
 
-__all__ = ["BlockingPool", "PoolStats"]
+__all__ = ["BlockingPool", "CpuPool", "PoolStats"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -71,14 +89,8 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class BlockingPool:
-    """A bounded thread pool for blocking calls, owned by whoever made it.
-
-    Args:
-        name: names the pool in errors and stats, e.g. ``"argon2"``.
-        max_workers: threads, and so calls running at once.
-        max_queue: callers allowed to wait for a worker; beyond it calls fail fast.
-    """
+class _BoundedPool:
+    """The bounds, queue, stats and lifecycle both pools share; calls run on its threads."""
 
     def __init__(self, name: str, *, max_workers: int, max_queue: int) -> None:
         if max_workers <= 0:
@@ -114,19 +126,6 @@ class BlockingPool:
             rejected=self._rejected,
             completed=self._completed,
         )
-
-    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call ``fn(*args, **kwargs)`` in a worker thread and return its result.
-
-        The call sees the caller's context variables (like ``asyncio.to_thread``).
-
-        Raises:
-            PoolSaturated: the queue was full, or no worker freed up before the deadline.
-            ClosedResource: the pool was closed.
-            Exception: whatever ``fn`` raised, with its traceback.
-        """
-        context = contextvars.copy_context()
-        return await self._call(context.run, fn, *args, **kwargs)
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         self._check_open()
@@ -228,6 +227,9 @@ class BlockingPool:
         if self._in_use:
             self._drained = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._drained)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
         # Every call has finished: the threads are idle and exit without being joined.
         self._executor.shutdown(wait=False)
 
@@ -242,3 +244,75 @@ class BlockingPool:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class BlockingPool(_BoundedPool):
+    """A bounded thread pool for blocking calls, owned by whoever made it.
+
+    Args:
+        name: names the pool in errors and stats, e.g. ``"argon2"``.
+        max_workers: threads, and so calls running at once.
+        max_queue: callers allowed to wait for a worker; beyond it calls fail fast.
+    """
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` in a worker thread and return its result.
+
+        The call sees the caller's context variables (like ``asyncio.to_thread``).
+
+        Raises:
+            PoolSaturated: the queue was full, or no worker freed up before the deadline.
+            ClosedResource: the pool was closed.
+            Exception: whatever ``fn`` raised, with its traceback.
+        """
+        context = contextvars.copy_context()
+        return await self._call(context.run, fn, *args, **kwargs)
+
+
+class CpuPool(_BoundedPool):
+    """A bounded process pool for CPU-bound pure-Python calls.
+
+    Processes start with ``spawn`` (a fresh interpreter): forking a process that runs
+    threads, as a service does, can copy a lock another thread holds and deadlock the
+    child. Each call is handed over by one of the pool's threads, which also waits for the
+    result; so submitting (a pipe write, and the first time a process start) never blocks
+    the loop, and the bounds and stats work exactly as in :class:`BlockingPool`.
+
+    Args:
+        name: names the pool in errors and stats.
+        max_workers: processes, and so calls running at once; about one per core.
+        max_queue: callers allowed to wait for a worker; beyond it calls fail fast.
+    """
+
+    def __init__(self, name: str, *, max_workers: int, max_queue: int) -> None:
+        super().__init__(name, max_workers=max_workers, max_queue=max_queue)
+        # Made on first use, in one of our threads: making it starts multiprocessing's
+        # resource tracker, a process of its own, which would block the loop.
+        self._processes: ProcessPoolExecutor | None = None
+        self._processes_lock = threading.Lock()
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` in a worker process and return its result.
+
+        Raises:
+            PoolSaturated: the queue was full, or no worker freed up before the deadline.
+            ClosedResource: the pool was closed.
+            Exception: whatever ``fn`` raised; the worker's traceback is its ``__cause__``.
+        """
+        return await self._call(self._in_process, fn, *args, **kwargs)
+
+    def _in_process(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        with self._processes_lock:
+            if self._processes is None:
+                self._processes = ProcessPoolExecutor(
+                    self._max_workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            processes = self._processes
+        return processes.submit(fn, *args, **kwargs).result()
+
+    async def _shutdown(self) -> None:
+        if self._processes is not None:
+            # Joining the processes blocks, so one of our own threads does it.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._processes.shutdown)
+        await super()._shutdown()

@@ -6,15 +6,17 @@ revision the code expects, and closes everything in reverse order on shutdown.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service import health
+from loopwise.service import metrics as metrics_routes
 from loopwise.service.db import Database
 from loopwise.service.logs import configure_logging, get_logger
+from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
 from loopwise.service.problems import install_problem_handlers
@@ -38,14 +40,26 @@ def create_app(settings: Settings) -> FastAPI:
             "PostgreSQL and sets it"
         )
     dsn = str(settings.database_url)
+    # Built with the app, not in the lifespan: the middleware below observes into it.
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
-            revision = await asyncio.to_thread(expected_revision)
+            metrics.track_database(db)
+            revision = await blocking.run(expected_revision)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
-            yield AppState(settings=settings, db=db, schema_revision=revision)
+            yield AppState(
+                settings=settings,
+                db=db,
+                schema_revision=revision,
+                blocking=blocking,
+                cpu=cpu,
+                watchdog=watchdog,
+                metrics=metrics,
+            )
             _log.info("stopping")
 
     app = FastAPI(
@@ -56,10 +70,38 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestLog)
+    app.add_middleware(
+        RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
+    )
     return app
+
+
+async def _open_off_loop(
+    stack: AsyncExitStack, settings: Settings, metrics: Metrics
+) -> tuple[BlockingPool, CpuPool, LoopWatchdog | None]:
+    """Metrics, the loop watchdog and the off-loop pools (issue 6), closed by ``stack``."""
+    await stack.enter_async_context(metrics)
+    watchdog = None
+    if settings.watchdog_enabled:
+        watchdog = LoopWatchdog(
+            threshold=settings.watchdog_threshold,
+            interval=settings.watchdog_interval,
+            on_lag=metrics.loop_lag.observe,
+        )
+        await stack.enter_async_context(watchdog)
+        metrics.track_watchdog(watchdog.stats)
+    blocking = BlockingPool(
+        "blocking", max_workers=settings.blocking_workers, max_queue=settings.blocking_queue
+    )
+    cpu = CpuPool("cpu", max_workers=settings.cpu_workers, max_queue=settings.cpu_queue)
+    for pool in (blocking, cpu):
+        await stack.enter_async_context(pool)
+        metrics.track_pool(pool)
+    return blocking, cpu, watchdog
 
 
 def create_app_from_env() -> FastAPI:

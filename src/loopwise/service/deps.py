@@ -11,10 +11,11 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from loopwise.patterns import BlockingPool, CpuPool
 from loopwise.service.db import Database
 from loopwise.service.settings import Settings
 
-__all__ = ["Db", "Pool", "Settings_"]
+__all__ = ["Blocking", "Cpu", "Db", "Pool", "Settings_"]
 
 
 def _db(request: Request) -> Database:
@@ -32,6 +33,18 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _blocking(request: Request) -> BlockingPool:
+    pool: BlockingPool = request.state.blocking
+    return pool
+
+
+def _cpu(request: Request) -> CpuPool:
+    pool: CpuPool = request.state.cpu
+    return pool
+
+
+Blocking = Annotated[BlockingPool, Depends(_blocking)]  # await blocking.run(fn, ...)
+Cpu = Annotated[CpuPool, Depends(_cpu)]  # await cpu.run(fn, ...)
 Db = Annotated[Database, Depends(_db)]
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 Settings_ = Annotated[Settings, Depends(_settings)]

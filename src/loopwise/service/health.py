@@ -45,7 +45,15 @@ async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
         async with asyncio.timeout(settings.ready_timeout):
             async with db.pool.acquire() as conn:
                 current = await conn.fetchval("SELECT version_num FROM alembic_version")
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+    # InternalClientError: asyncpg's own state error when the server killed the connection
+    # mid-query (seen under load right after pg_terminate_backend); still "unreachable".
+    except (
+        TimeoutError,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+    ) as exc:
         raise Unavailable(f"database unreachable: {type(exc).__name__}", retry_after=1) from None
     if current != expected:
         raise Unavailable(f"schema is at {current!r}, this code expects {expected!r}")

@@ -9,6 +9,7 @@ starts, so a bad value stops start-up with one line instead of a traceback.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -53,6 +54,16 @@ class Settings(BaseSettings):
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    # Never block the event loop (README: "Never block the event loop").
+    watchdog_enabled: bool = True
+    watchdog_threshold: float = Field(default=0.1, gt=0, le=60)  # seconds: a stall
+    watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
+    blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
+    blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
+    cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    cpu_queue: int = Field(default=64, ge=0, le=100_000)
+    metrics_enabled: bool = True  # serve GET /metrics
 
     # Logs: "auto" is JSON when stderr is not a terminal.
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service.db import Database
+from loopwise.service.metrics import Metrics
 from loopwise.service.settings import Settings
 
 __all__ = ["AppState"]
@@ -15,3 +17,8 @@ class AppState(TypedDict):
     db: Database
     # The newest migration this code ships; /readyz compares the database against it.
     schema_revision: str | None
+    # Off the loop (issue 6): blocking calls and CPU-bound work, the watchdog, metrics.
+    blocking: BlockingPool
+    cpu: CpuPool
+    watchdog: LoopWatchdog | None  # None when LOOPWISE_WATCHDOG_ENABLED is off
+    metrics: Metrics

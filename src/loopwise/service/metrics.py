@@ -1,0 +1,209 @@
+"""Prometheus metrics: ``GET /metrics`` on the main port, from a registry the app owns.
+
+    loopwise_http_request_duration_seconds{method,route,status}   latency by route template
+    loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
+    loopwise_event_loop_stalls_total                                stalls past the threshold
+    loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
+    loopwise_offload_{rejected,completed}_total{pool}
+    loopwise_db_pool_{max,size,idle}                                asyncpg connections
+
+Main port, not a separate one: it is one listener per instance to run and secure, and a
+scrape crosses the same event loop as the traffic, so a stalled loop also shows as a slow
+scrape. Keep ``/metrics`` off the public ingress at the proxy, as with ``/readyz``.
+
+Several granian workers (``LOOPWISE_WORKERS>1``) are processes sharing the port, so a
+scrape reaches one of them at random. ``loopwise serve`` then turns on prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its values to files
+and whichever one answers reports the sum. Gauges read from live objects (pools, the
+database) are written by each worker once a second in that mode; in a single process they
+are read at scrape time and exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+)
+from prometheus_client.exposition import choose_encoder
+from starlette.types import Scope
+
+from loopwise.patterns import DEFAULT_LAG_BUCKETS, LagStats, PoolStats
+from loopwise.service.db import Database
+
+__all__ = ["Metrics", "router"]
+
+router = APIRouter(tags=["operations"])
+
+
+class _HasPoolStats(Protocol):
+    """What :meth:`Metrics.track_pool` needs: ``BlockingPool``, ``CpuPool`` and the like."""
+
+    def stats(self) -> PoolStats: ...
+
+
+_REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
+
+
+class Metrics:
+    """The app's metrics: created with the app, fed by its middleware and its lifespan.
+
+    Sources are read when metrics are refreshed; register them as the lifespan opens them:
+
+        metrics.track_pool(blocking)        # anything with .stats() -> PoolStats
+        metrics.track_database(db)
+        metrics.track_watchdog(watchdog.stats)
+    """
+
+    def __init__(self) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "loopwise_http_request_duration_seconds",
+            "Time to answer a request, by route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "loopwise_event_loop_lag_seconds",
+            "How late the event loop ran the watchdog's heartbeat.",
+            buckets=DEFAULT_LAG_BUCKETS,
+            registry=r,
+        )
+        self._stalls = Counter(
+            "loopwise_event_loop_stalls", "Loop stalls past the watchdog threshold.", registry=r
+        )
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            # livesum: across workers, the total of the live processes' values.
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode="livesum")
+
+        self._workers = gauge("loopwise_offload_workers", "Workers of a pool.", ("pool",))
+        self._in_use = gauge("loopwise_offload_in_use", "Workers busy.", ("pool",))
+        self._queued = gauge("loopwise_offload_queued", "Callers waiting.", ("pool",))
+        self._queue_limit = gauge("loopwise_offload_queue_limit", "Queue bound.", ("pool",))
+        self._rejected = Counter(
+            "loopwise_offload_rejected", "Calls refused as saturated.", ["pool"], registry=r
+        )
+        self._completed = Counter(
+            "loopwise_offload_completed", "Calls finished in a worker.", ["pool"], registry=r
+        )
+        self._db_max = gauge("loopwise_db_pool_max", "Most connections the pool may open.")
+        self._db_size = gauge("loopwise_db_pool_size", "Connections open.")
+        self._db_idle = gauge("loopwise_db_pool_idle", "Connections open and idle.")
+        self._pools: dict[str, Callable[[], PoolStats]] = {}
+        self._databases: list[Database] = []
+        self._watchdog: Callable[[], LagStats] | None = None
+        # Counters only go up: the refresh adds what a snapshot gained since the last one.
+        self._seen: dict[tuple[str, str], float] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._latency_by_key: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one request by its route template; ``RequestLog`` calls this.
+
+        The template (``/users/{id}``), never the raw path, keeps the label set bounded;
+        requests no route matched share ``route="unmatched"``. FastAPI's router puts the
+        matched route in the scope, which is shared with the middleware around it.
+        """
+        route = getattr(scope.get("route"), "path_format", None) or "unmatched"
+        key = (scope["method"], route, status)
+        child = self._latency_by_key.get(key)
+        if child is None:  # labels() locks and validates: do it once per key
+            child = self.request_duration.labels(scope["method"], route, str(status))
+            self._latency_by_key[key] = child
+        child.observe(seconds)
+
+    def track_pool(self, pool: _HasPoolStats) -> None:
+        self._pools[pool.stats().name] = pool.stats
+
+    def track_database(self, db: Database) -> None:
+        self._databases.append(db)
+
+    def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
+        self._watchdog = stats
+
+    def refresh(self) -> None:
+        """Copy the tracked sources' current state into the metrics."""
+        for name, read in self._pools.items():
+            stats = read()
+            self._workers.labels(name).set(stats.max_workers)
+            self._in_use.labels(name).set(stats.in_use)
+            self._queued.labels(name).set(stats.queued)
+            self._queue_limit.labels(name).set(stats.max_queue)
+            self._advance(self._rejected.labels(name), ("rejected", name), stats.rejected)
+            self._advance(self._completed.labels(name), ("completed", name), stats.completed)
+        if self._watchdog is not None:
+            self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
+        for db in self._databases:
+            with contextlib.suppress(RuntimeError):  # not open yet, or closed already
+                pool = db.pool
+                self._db_max.set(pool.get_max_size())
+                self._db_size.set(pool.get_size())
+                self._db_idle.set(pool.get_idle_size())
+
+    def _advance(self, counter: Counter, key: tuple[str, str], total: float) -> None:
+        gained = total - self._seen.get(key, 0)
+        if gained > 0:
+            counter.inc(gained)
+            self._seen[key] = total
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper asked for (``Accept``) and its content type.
+
+        This process's values, or every worker's in multiprocess mode.
+        """
+        self.refresh()
+        encode, content_type = choose_encoder(accept)
+        if not self.multiprocess:
+            return encode(self.registry), content_type
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
+        return encode(merged), content_type
+
+    async def __aenter__(self) -> Self:
+        if self.multiprocess:
+            self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop refreshing; in multiprocess mode, drop this worker's live gauges."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped upstream
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(_REFRESH_EVERY)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    app_metrics: Metrics = request.state.metrics
+    body, content_type = app_metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})
