@@ -9,15 +9,21 @@ from loopwise.patterns.deadlines import (
     time_left,
 )
 from loopwise.patterns.exceptions import DeadlineExceeded, PatternError, Saturated
+from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
 
 __all__ = [
+    "Branch",
     "Deadline",
     "DeadlineExceeded",
+    "FanOutResult",
     "PatternError",
     "Saturated",
     "current_deadline",
     "deadline",
+    "fan_out",
     "move_on_after",
+    "optional",
     "or_fallback",
+    "required",
     "time_left",
 ]
