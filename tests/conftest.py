@@ -74,7 +74,15 @@ async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterat
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return load_settings(
-        database_url=database_url, data_dir=tmp_path, log_format="json", _env_file=None
+        database_url=database_url,
+        data_dir=tmp_path,
+        log_format="json",
+        # argon2id at its cheapest: tests exercise the code path, not the cost.
+        argon2_time_cost=1,
+        argon2_memory_kib=64,
+        argon2_parallelism=1,
+        password_hash_workers=2,
+        _env_file=None,
     )
 
 
@@ -102,4 +110,11 @@ def blockbuster() -> Iterator[BlockBuster]:
         # it happens once per new pool connection, not per query.
         for call in ("os.stat", "io.BufferedReader.read"):
             bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Over TCP (LOOPWISE_TEST_DATABASE_URL) asyncpg's sslmode=prefer resolves the paths
+        # of ~/.postgresql client certificates, once per new connection.
+        for call in ("os.path.abspath", "os.stat"):
+            bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_dot_postgresql_path")
+            bb.functions[call].can_block_in(
+                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
+            )
         yield bb

@@ -13,6 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from loopwise.service import health
+from loopwise.service.accounts.passwords import Passwords
+from loopwise.service.accounts.preferences import load_timezones
+from loopwise.service.accounts.routes import router as accounts_router
 from loopwise.service.db import Database
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.middleware import BodySizeLimit, RequestLog
@@ -44,8 +47,17 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             revision = await asyncio.to_thread(expected_revision)
+            # Accounts: the argon2 thread pool, and the zone names (read from disk once).
+            passwords = await stack.enter_async_context(Passwords.from_settings(settings))
+            timezones = await asyncio.to_thread(load_timezones)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
-            yield AppState(settings=settings, db=db, schema_revision=revision)
+            yield AppState(
+                settings=settings,
+                db=db,
+                schema_revision=revision,
+                passwords=passwords,
+                timezones=timezones,
+            )
             _log.info("stopping")
 
     app = FastAPI(
@@ -56,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(accounts_router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLog)

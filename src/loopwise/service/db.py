@@ -22,10 +22,15 @@ from types import TracebackType
 from typing import Self
 
 import asyncpg
+import asyncpg.pool
 
 from loopwise.service.settings import Settings
 
-__all__ = ["ClosedDatabase", "Database", "EmbeddedUnavailable", "embedded_postgres"]
+__all__ = ["ClosedDatabase", "Connection", "Database", "EmbeddedUnavailable", "embedded_postgres"]
+
+# What `pool.acquire()` yields, or a plain connection: for functions that run inside the
+# caller's transaction.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 class _State(enum.Enum):

@@ -10,7 +10,8 @@ Every index below serves a query in ``service/accounts/`` (plans checked with EX
   makes two simultaneous registrations end in one 201 and one 409. An expression index
   rather than ``citext``: the embedded PostgreSQL ships without contrib.
 - ``sessions`` primary key on ``token_hash``: authentication, one index probe per request,
-  joined to ``users`` by primary key. ``sessions_user_id_idx``: revoking a user's others.
+  joined to ``users`` by primary key. ``sessions_user_id_idx``: revoking a user's others, and
+  dropping a user's expired sessions when they log in again.
 - ``orders_user_id_id_idx``: keyset pagination, newest first, ``WHERE user_id = $1 AND
   id < $2 ORDER BY id DESC LIMIT n`` reads exactly n index entries.
 - ``login_throttle``: failure counters shared by every instance (PostgreSQL, not process
@@ -52,7 +53,7 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("CREATE INDEX sessions_user_id_idx ON sessions (user_id) WHERE revoked_at IS NULL")
+    op.execute("CREATE INDEX sessions_user_id_idx ON sessions (user_id)")
 
     op.execute(
         """
