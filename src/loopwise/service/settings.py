@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8, le=4 * 1024 * 1024)
     argon2_parallelism: int = Field(default=4, ge=1, le=64)
-    password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    password_hash_workers: int | None = Field(
+        default=None, ge=1, le=64, description="Unset: the cores shared by the server workers."
+    )
     password_hash_queue: int = Field(default=64, ge=0, le=10_000)
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
     # Login throttling: failures per fixed window, per account and per client address.
@@ -97,6 +99,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no database URL is set and loopwise runs its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def password_hash_threads(self) -> int:
+        """argon2 threads per process: the setting, else the cores split among workers."""
+        if self.password_hash_workers is not None:
+            return self.password_hash_workers
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def should_migrate_on_start(self) -> bool:

@@ -217,3 +217,18 @@ async def test_throttle_is_shared_across_instances(
                 "/login", json={"email": alice.email, "password": alice.password}
             )
     assert response.status_code == 429
+
+
+async def test_unicode_credentials(client: httpx.AsyncClient) -> None:
+    """Non-ASCII passwords and internationalised email domains register and log in."""
+    body = {"email": "zoë@bücher.example", "password": "🔑 pässwörd 鍵", "display_name": "Zoë"}
+    assert (await client.post("/register", json=body)).status_code == 201
+    # ASCII letters only upper-cased: non-ASCII case folding follows the database's ctype.
+    await login(client, "ZOë@BÜCHER.EXAMPLE", body["password"])
+
+
+def test_hash_threads_default_to_cores_per_worker(settings: Settings) -> None:
+    """Unset, the argon2 threads split the cores among the server's worker processes."""
+    default = settings.model_copy(update={"password_hash_workers": None, "workers": 64})
+    assert default.password_hash_threads == 1
+    assert settings.password_hash_threads == 2

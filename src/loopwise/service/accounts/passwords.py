@@ -92,7 +92,7 @@ class Passwords:
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
-            workers=settings.password_hash_workers,
+            workers=settings.password_hash_threads,
             queue=settings.password_hash_queue,
         )
 
