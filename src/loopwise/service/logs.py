@@ -33,6 +33,7 @@ def configure_logging(
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
     shared: list[Any] = [
+        _logger_key,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -58,6 +59,14 @@ def configure_logging(
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    # structlog reserves get_logger(logger=...), so ours bind `logger_name`; every line
+    # says `logger`, like the standard library's records.
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
+
+
 def get_logger(name: str) -> Any:
-    """A structlog logger carrying ``logger_name=name`` on every event."""
+    """A structlog logger whose events carry ``logger=name``."""
     return structlog.get_logger(logger_name=name)

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_grace: PositiveSeconds = 10.0
+    ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended

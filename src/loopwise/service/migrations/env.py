@@ -32,4 +32,6 @@ async def _main() -> None:
 
 if context.is_offline_mode():
     raise SystemExit("loopwise migrations run online only")
+# Read the revision files now, before the loop starts: file I/O has no place on a loop.
+context.script.get_heads()
 asyncio.run(_main())

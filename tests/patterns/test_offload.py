@@ -1,0 +1,218 @@
+"""BlockingPool: bounded off-loop calls, saturation within the deadline, cancellation, close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import traceback
+
+import pytest
+
+import loopwise.patterns
+from loopwise.patterns import (
+    BlockingPool,
+    ClosedResource,
+    PatternError,
+    PoolSaturated,
+    Saturated,
+    deadline,
+    offload,
+)
+
+
+class Gate:
+    """Workers report arrival to the loop, then block (in their thread) until opened."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._opened = threading.Event()
+        self._lock = threading.Lock()
+        self.arrived: asyncio.Queue[str] = asyncio.Queue()
+        self.running = 0
+        self.max_running = 0
+
+    def work(self, label: str) -> str:
+        with self._lock:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        self._loop.call_soon_threadsafe(self.arrived.put_nowait, label)
+        try:
+            self._opened.wait(timeout=60)
+        finally:
+            with self._lock:
+                self.running -= 1
+        return label
+
+    async def wait_arrivals(self, count: int) -> list[str]:
+        return [await self.arrived.get() for _ in range(count)]
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+def fail_loudly(message: str) -> None:
+    raise ValueError(message)
+
+
+async def test_never_more_than_max_workers_at_once() -> None:
+    """Six calls on two workers: two run, four wait in order, and at most two ever overlap."""
+    gate = Gate()
+    async with BlockingPool("bounded", max_workers=2, max_queue=8) as pool:
+        calls = [asyncio.create_task(pool.run(gate.work, str(i))) for i in range(6)]
+        assert sorted(await gate.wait_arrivals(2)) == ["0", "1"]
+        stats = pool.stats()
+        assert (stats.in_use, stats.queued) == (2, 4)
+        gate.open()
+        assert await asyncio.gather(*calls) == [str(i) for i in range(6)]
+        assert gate.max_running == 2
+        stats = pool.stats()
+        assert (stats.in_use, stats.queued, stats.completed, stats.rejected) == (0, 0, 6, 0)
+
+
+async def test_runs_on_its_own_named_threads() -> None:
+    """Calls run on the pool's own threads, not the loop's default executor."""
+    async with BlockingPool("argon2", max_workers=1, max_queue=0) as pool:
+        name = await pool.run(lambda: threading.current_thread().name)
+    assert name.startswith("loopwise-argon2")
+
+
+async def test_passes_arguments_and_context() -> None:
+    """Positional and keyword arguments reach the call; so do the caller's context variables."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    request_id.set("r-42")
+
+    def describe(prefix: str, *, suffix: str) -> str:
+        return f"{prefix}{request_id.get()}{suffix}"
+
+    async with BlockingPool("ctx", max_workers=1, max_queue=1) as pool:
+        assert await pool.run(describe, "<", suffix=">") == "<r-42>"
+
+
+async def test_exception_propagates_with_its_traceback() -> None:
+    """An error raised in the worker reaches the caller with the worker's frames in it."""
+    async with BlockingPool("errors", max_workers=1, max_queue=1) as pool:
+        with pytest.raises(ValueError, match="boom") as caught:
+            await pool.run(fail_loudly, "boom")
+        assert pool.stats().completed == 1
+        assert pool.stats().in_use == 0
+    frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert "fail_loudly" in frames
+
+
+async def test_full_queue_fails_fast() -> None:
+    """With every worker busy and the queue full, a call is refused at once."""
+    gate = Gate()
+    async with BlockingPool("tiny", max_workers=1, max_queue=1) as pool:
+        running = asyncio.create_task(pool.run(gate.work, "running"))
+        await gate.wait_arrivals(1)
+        waiting = asyncio.create_task(pool.run(gate.work, "waiting"))
+        await asyncio.sleep(0)  # let it join the queue
+        assert pool.stats().queued == 1
+        with pytest.raises(PoolSaturated) as caught:
+            await pool.run(gate.work, "refused")
+        assert caught.value.reason == "queue_full"
+        assert caught.value.resource == "tiny"
+        assert pool.stats().rejected == 1
+        gate.open()
+        assert list(await asyncio.gather(running, waiting)) == ["running", "waiting"]
+
+
+async def test_waiting_is_bounded_by_the_deadline() -> None:
+    """No worker frees up before the deadline: the call raises Saturated inside the deadline."""
+    gate = Gate()
+    async with BlockingPool("slow", max_workers=1, max_queue=4) as pool:
+        running = asyncio.create_task(pool.run(gate.work, "running"))
+        await gate.wait_arrivals(1)
+        async with deadline(0.2):
+            with pytest.raises(Saturated) as caught:
+                await pool.run(gate.work, "too late")
+        assert isinstance(caught.value, PoolSaturated)
+        assert caught.value.reason == "no_worker_in_time"
+        assert isinstance(caught.value, PatternError)
+        stats = pool.stats()
+        assert (stats.queued, stats.rejected, stats.in_use) == (0, 1, 1)
+        gate.open()
+        assert await running == "running"
+
+
+async def test_cancelled_waiter_leaves_the_queue() -> None:
+    """A caller cancelled while queued is gone from the queue at once; its call never runs."""
+    gate = Gate()
+    async with BlockingPool("queue", max_workers=1, max_queue=4) as pool:
+        running = asyncio.create_task(pool.run(gate.work, "running"))
+        await gate.wait_arrivals(1)
+        waiting = asyncio.create_task(pool.run(gate.work, "never"))
+        await asyncio.sleep(0)
+        assert pool.stats().queued == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert pool.stats().queued == 0
+        gate.open()
+        assert await running == "running"
+    assert pool.stats().completed == 1
+
+
+async def test_cancelled_caller_stops_waiting_but_the_thread_finishes() -> None:
+    """Cancelling a running call returns at once; its worker stays in use until it finishes."""
+    gate = Gate()
+    pool = BlockingPool("cancel", max_workers=1, max_queue=4)
+    call = asyncio.create_task(pool.run(gate.work, "abandoned"))
+    await gate.wait_arrivals(1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert pool.stats().in_use == 1  # the thread still runs: the bound still counts it
+    gate.open()
+    await pool.aclose()  # waits for the thread
+    stats = pool.stats()
+    assert (stats.in_use, stats.completed) == (0, 1)
+    assert gate.running == 0
+
+
+async def test_closed_pool_refuses_work() -> None:
+    """After aclose, calls and re-entry raise ClosedResource; closing again is harmless."""
+    pool = BlockingPool("closed", max_workers=1, max_queue=1)
+    async with pool:
+        assert await pool.run(len, "abc") == 3
+    with pytest.raises(ClosedResource, match="closed"):
+        await pool.run(len, "abc")
+    with pytest.raises(ClosedResource):
+        async with pool:
+            pass
+    await pool.aclose()
+
+
+async def test_close_wakes_waiters_and_waits_for_running_calls() -> None:
+    """Closing fails queued callers with ClosedResource and lets running calls finish."""
+    gate = Gate()
+    pool = BlockingPool("closing", max_workers=1, max_queue=4)
+    running = asyncio.create_task(pool.run(gate.work, "running"))
+    await gate.wait_arrivals(1)
+    waiting = asyncio.create_task(pool.run(gate.work, "queued"))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(pool.aclose())
+    with pytest.raises(ClosedResource):
+        await waiting
+    assert not closing.done()
+    gate.open()
+    await closing
+    assert await running == "running"
+    assert pool.stats().in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("workers", "queue", "message"),
+    [(0, 1, "`max_workers` must be positive"), (1, -1, "`max_queue` must not be negative")],
+)
+def test_bounds_are_validated(workers: int, queue: int, message: str) -> None:
+    """Bounds that make no sense are refused with a message naming the parameter."""
+    with pytest.raises(ValueError, match=message):
+        BlockingPool("bad", max_workers=workers, max_queue=queue)
+
+
+def test_public_names_are_pinned() -> None:
+    """The module exports exactly its public names, all re-exported by the package."""
+    assert offload.__all__ == ["BlockingPool", "PoolStats"]
+    assert set(offload.__all__) <= set(loopwise.patterns.__all__)
