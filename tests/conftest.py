@@ -91,7 +91,15 @@ async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterat
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return load_settings(
-        database_url=database_url, data_dir=tmp_path, log_format="json", _env_file=None
+        database_url=database_url,
+        data_dir=tmp_path,
+        log_format="json",
+        # argon2id at its cheapest: tests exercise the code path, not the cost.
+        argon2_time_cost=1,
+        argon2_memory_kib=64,
+        argon2_parallelism=1,
+        password_hash_workers=2,
+        _env_file=None,
     )
 
 

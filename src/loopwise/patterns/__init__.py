@@ -15,16 +15,19 @@ from loopwise.patterns.exceptions import (
     PoolSaturated,
     Saturated,
 )
+from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
 from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
     "DEFAULT_LAG_BUCKETS",
     "BlockingPool",
+    "Branch",
     "ClosedResource",
     "CpuPool",
     "Deadline",
     "DeadlineExceeded",
+    "FanOutResult",
     "LagStats",
     "LoopWatchdog",
     "PatternError",
@@ -33,7 +36,10 @@ __all__ = [
     "Saturated",
     "current_deadline",
     "deadline",
+    "fan_out",
     "move_on_after",
+    "optional",
     "or_fallback",
+    "required",
     "time_left",
 ]

@@ -14,6 +14,9 @@ from fastapi import FastAPI
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service import health
 from loopwise.service import metrics as metrics_routes
+from loopwise.service.accounts.passwords import Passwords
+from loopwise.service.accounts.preferences import load_timezones
+from loopwise.service.accounts.routes import router as accounts_router
 from loopwise.service.db import Database
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
@@ -50,6 +53,10 @@ def create_app(settings: Settings) -> FastAPI:
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track_database(db)
             revision = await blocking.run(expected_revision)
+            # Accounts: the argon2 thread pool, and the zone names (read from disk once).
+            passwords = await stack.enter_async_context(Passwords.from_settings(settings))
+            metrics.track_pool(passwords.pool)
+            timezones = await blocking.run(load_timezones)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
@@ -59,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
                 cpu=cpu,
                 watchdog=watchdog,
                 metrics=metrics,
+                passwords=passwords,
+                timezones=timezones,
             )
             _log.info("stopping")
 
@@ -72,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     if settings.metrics_enabled:
         app.include_router(metrics_routes.router)
+    app.include_router(accounts_router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -1,7 +1,7 @@
 """Typed dependencies, in one place: routes declare what they need by annotation.
 
 @router.get("/things")
-async def things(pool: Pool) -> ...
+async def things(pool: Pool, caller: CurrentUser) -> ...
 """
 
 from __future__ import annotations
@@ -10,12 +10,26 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from loopwise.patterns import BlockingPool, CpuPool
+from loopwise.service.accounts.passwords import Passwords
+from loopwise.service.accounts.sessions import Caller, find_caller
 from loopwise.service.db import Database
+from loopwise.service.exceptions import Unauthenticated
 from loopwise.service.settings import Settings
 
-__all__ = ["Blocking", "Cpu", "Db", "Pool", "Settings_"]
+__all__ = [
+    "Blocking",
+    "ClientAddress",
+    "Cpu",
+    "CurrentUser",
+    "Db",
+    "Hasher",
+    "Pool",
+    "Settings_",
+    "Timezones",
+]
 
 
 def _db(request: Request) -> Database:
@@ -45,6 +59,49 @@ def _cpu(request: Request) -> CpuPool:
 
 Blocking = Annotated[BlockingPool, Depends(_blocking)]  # await blocking.run(fn, ...)
 Cpu = Annotated[CpuPool, Depends(_cpu)]  # await cpu.run(fn, ...)
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.state.passwords
+    return passwords
+
+
+def _timezones(request: Request) -> frozenset[str]:
+    timezones: frozenset[str] = request.state.timezones
+    return timezones
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class _SessionBearer(HTTPBearer):
+    """The caller behind ``Authorization: Bearer <token>``, in one query.
+
+    A subclass of FastAPI's ``HTTPBearer`` so the OpenAPI schema (and /docs' Authorize
+    button) describes the scheme, while the lookup stays a single dependency: the
+    hottest routes pay for one header parse and one fused session+user query, nothing else.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_error=False, description="The token `POST /login` returned.")
+
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]  # returns the caller, not the credentials
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("A bearer token is required.")
+        db: Database = request.state.db
+        caller = await find_caller(db.pool, token.strip())
+        if caller is None:
+            raise Unauthenticated("The token is invalid, expired or revoked.")
+        return caller
+
+
 Db = Annotated[Database, Depends(_db)]
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 Settings_ = Annotated[Settings, Depends(_settings)]
+Hasher = Annotated[Passwords, Depends(_passwords)]
+Timezones = Annotated[frozenset[str], Depends(_timezones)]
+ClientAddress = Annotated[str, Depends(_client_address)]
+CurrentUser = Annotated[Caller, Depends(_SessionBearer())]

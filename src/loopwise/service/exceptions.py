@@ -3,6 +3,7 @@
     ServiceError
     ├── BadRequest            400
     ├── Unauthenticated       401  (carries WWW-Authenticate)
+    ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409
     ├── PayloadTooLarge       413
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "BadRequest",
     "Conflict",
+    "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "ServiceError",
@@ -47,6 +49,10 @@ class Unauthenticated(ServiceError):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status, title = 403, "Forbidden"
 
 
 class NotFound(ServiceError):

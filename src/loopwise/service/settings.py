@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
+    # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended
+    # profile by default: t=3, 64 MiB, p=4) on a bounded thread pool, one worker per core:
+    # every hash in flight holds `argon2_memory_kib` of memory.
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(default=4, ge=1, le=64)
+    password_hash_workers: int | None = Field(
+        default=None, ge=1, le=64, description="Unset: the cores shared by the server workers."
+    )
+    password_hash_queue: int = Field(default=64, ge=0, le=10_000)
+    session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
+    # Login throttling: failures per fixed window, per account and per client address.
+    login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)
+    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
+    # One deadline for GET /users/me/overview, its downstream branches included.
+    overview_deadline: PositiveSeconds = 1.0
 
     # Logs: "auto" is JSON when stderr is not a terminal.
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -84,12 +101,21 @@ class Settings(BaseSettings):
     def _pool_bounds(self) -> Settings:
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_kib must be at least 8 * argon2_parallelism")
         return self
 
     @property
     def embedded(self) -> bool:
         """True when no database URL is set and loopwise runs its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def password_hash_threads(self) -> int:
+        """argon2 threads per process: the setting, else the cores split among workers."""
+        if self.password_hash_workers is not None:
+            return self.password_hash_workers
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def should_migrate_on_start(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
+from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.db import Database
 from loopwise.service.metrics import Metrics
 from loopwise.service.settings import Settings
@@ -22,3 +23,6 @@ class AppState(TypedDict):
     cpu: CpuPool
     watchdog: LoopWatchdog | None  # None when LOOPWISE_WATCHDOG_ENABLED is off
     metrics: Metrics
+    # Accounts: argon2id on its own bounded thread pool; IANA zone names for preferences.
+    passwords: Passwords
+    timezones: frozenset[str]

@@ -1,0 +1,87 @@
+"""Log in and out: bearer tokens, constant-time answers, throttled failures.
+
+A login for an unknown email verifies the password against a dummy hash with the same
+parameters and records a failure just like a wrong password, so the status, the body and
+the time taken say nothing about which emails have accounts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from loopwise.service.accounts.sessions import open_session, revoke_session
+from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Settings_
+from loopwise.service.exceptions import Unauthenticated
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["auth"])
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    email: EmailStr
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme's name, not a secret
+    expires_at: datetime
+
+
+_FIND_LOGIN = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)"
+
+
+@router.post(
+    "/login",
+    responses={
+        401: {"description": "Wrong email or password (one answer for both)."},
+        429: {"description": "Too many failures for this account or address."},
+    },
+)
+async def login(
+    body: Credentials,
+    pool: Pool,
+    passwords: Hasher,
+    settings: Settings_,
+    address: ClientAddress,
+) -> Token:
+    """Exchange an email and password for a bearer token."""
+    throttle = LoginThrottle.for_attempt(settings, body.email, address)
+    await throttle.check(pool)
+    row = await pool.fetchrow(_FIND_LOGIN, body.email)
+    stored: str | None = None if row is None else row["password_hash"]
+    # Always verify, against the dummy hash when there is no such user: same time taken.
+    matches = await passwords.verify(stored, body.password)
+    if row is None or stored is None or not matches:
+        await throttle.record_failure(pool)
+        raise Unauthenticated("Wrong email or password.")
+    user_id: int = row["id"]
+    # The cost parameters were raised since this hash was made: upgrade it now, the only
+    # moment the plain password is at hand (and before holding a connection).
+    new_hash = await passwords.hash(body.password) if passwords.needs_rehash(stored) else None
+    async with pool.acquire() as conn, conn.transaction():
+        await throttle.clear_account(conn)
+        if new_hash is not None:
+            await conn.execute(
+                "UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3",
+                user_id,
+                new_hash,
+                stored,
+            )
+        token, expires_at = await open_session(conn, user_id, settings.session_ttl)
+    return Token(access_token=token, expires_at=expires_at)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(caller: CurrentUser, pool: Pool) -> Response:
+    """Revoke the token presented with this request."""
+    await revoke_session(pool, caller.token_hash)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,98 @@
+"""The overview: your profile, recent orders and preferences, plus downstream parts.
+
+Gathered with :func:`loopwise.patterns.fan_out` under one deadline for the request
+(``LOOPWISE_OVERVIEW_DEADLINE``). Everything that lives in PostgreSQL is ONE required
+branch running ONE fused query: measured on 2 cores, one round trip beat the same reads
+fanned out over pooled connections (see the README's "Why these parts"). Fan-out pays
+across different resources: downstream services join as optional branches, each with its
+own timeout and fallback, and the parts that fell back are named in ``degraded``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from loopwise.patterns import Branch, DeadlineExceeded, fan_out, required
+from loopwise.service.accounts.orders import Order
+from loopwise.service.accounts.preferences import Preferences
+from loopwise.service.accounts.sessions import Caller
+from loopwise.service.accounts.users import User
+from loopwise.service.deps import CurrentUser, Pool, Settings_
+from loopwise.service.exceptions import Unavailable
+
+__all__ = ["Overview", "router"]
+
+router = APIRouter(tags=["overview"])
+
+RECENT_ORDERS = 5
+
+
+class _Stored(BaseModel):
+    """What the fused query returns, parsed from its JSON in one pass (Rust)."""
+
+    recent_orders: list[Order]
+    preferences: Preferences | None
+
+
+class Overview(BaseModel):
+    profile: User
+    recent_orders: list[Order]
+    preferences: Preferences
+    degraded: list[str]
+
+
+_STORED = """
+SELECT json_build_object(
+    'preferences', (SELECT document FROM preferences WHERE user_id = $1),
+    'recent_orders', COALESCE((
+        SELECT json_agg(json_build_object(
+            'id', o.id,
+            'total_cents', o.total_cents,
+            'created_at', o.created_at,
+            'items', (
+                SELECT json_agg(json_build_object(
+                    'sku', i.sku, 'quantity', i.quantity, 'unit_price_cents', i.unit_price_cents
+                ) ORDER BY i.line_no)
+                FROM order_items i WHERE i.order_id = o.id
+            )
+        ) ORDER BY o.id DESC)
+        FROM (
+            SELECT id, total_cents, created_at FROM orders
+            WHERE user_id = $1 ORDER BY id DESC LIMIT $2
+        ) o
+    ), '[]'::json)
+)::text
+"""
+
+
+async def _load_stored(pool: asyncpg.Pool, caller: Caller) -> _Stored:
+    document: str = await pool.fetchval(_STORED, caller.id, RECENT_ORDERS)
+    # The rows were validated on their way in; strict=False lets JSON timestamps parse.
+    return _Stored.model_validate_json(document, strict=False)
+
+
+@router.get(
+    "/users/me/overview",
+    responses={503: {"description": "A required part missed the request's deadline."}},
+)
+async def read_overview(caller: CurrentUser, pool: Pool, settings: Settings_) -> Overview:
+    """Everything about you at once; optional parts that fail are listed in `degraded`."""
+    stored = required("stored", lambda: _load_stored(pool, caller))
+    # Downstream services (loyalty, shipments) join here as `optional(...)` branches with
+    # a fallback each, and as fields of `Overview`.
+    branches: list[Branch[Any]] = [stored]
+    try:
+        result = await fan_out(*branches, within=settings.overview_deadline)
+    except DeadlineExceeded:
+        raise Unavailable("The overview could not be gathered in time.", retry_after=1) from None
+    parts = result.get_value(stored)
+    return Overview(
+        profile=User.of(caller),
+        recent_orders=parts.recent_orders,
+        preferences=parts.preferences or Preferences(),
+        degraded=list(result.degraded),
+    )

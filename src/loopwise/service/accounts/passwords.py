@@ -1,0 +1,175 @@
+"""Password hashing with argon2id, off the event loop, on a bounded pool of threads.
+
+    async with Passwords.from_settings(settings) as passwords:
+        stored = await passwords.hash("correct horse battery staple")
+        ok = await passwords.verify(stored, attempt)
+
+An argon2id hash is tens of milliseconds of CPU and ``argon2_memory_kib`` of memory
+(64 MiB by default). On the event loop it would stall every other request, so each hash
+runs on a :class:`BlockingPool` sized to the cores: more threads would only share the same
+cores and multiply the memory. argon2-cffi releases the GIL while hashing. When the pool
+and its queue are full, callers get 503 with ``Retry-After`` instead of waiting without
+bound.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Annotated, ParamSpec, Self, TypeVar
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic import AfterValidator, Field
+
+from loopwise.patterns.exceptions import Saturated
+from loopwise.patterns.offload import BlockingPool
+from loopwise.service.exceptions import Unavailable
+from loopwise.service.settings import Settings
+
+__all__ = ["ClosedPasswords", "NewPassword", "Passwords"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# NIST SP 800-63B: at least 8 characters, allow at least 64, no composition rules.
+# 128 bounds the work a hostile client can make us hash per request.
+_MIN_LENGTH, _MAX_LENGTH = 8, 128
+
+
+def _not_trivial(value: str) -> str:
+    if not value.strip():
+        raise ValueError("password must not be only whitespace")
+    if len(set(value)) < 3:
+        raise ValueError("password must use at least 3 different characters")
+    return value
+
+
+NewPassword = Annotated[
+    str, Field(min_length=_MIN_LENGTH, max_length=_MAX_LENGTH), AfterValidator(_not_trivial)
+]
+"""A password a user may choose: 8 to 128 characters, not trivially repetitive."""
+
+
+class ClosedPasswords(RuntimeError):
+    """The hasher was used before it was opened or after it was closed."""
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+class Passwords:
+    """argon2id hashing and verification on a bounded thread pool (an async resource)."""
+
+    def __init__(
+        self,
+        *,
+        time_cost: int,
+        memory_kib: int,
+        parallelism: int,
+        workers: int,
+        queue: int,
+    ) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._pool = BlockingPool("argon2", max_workers=workers, max_queue=queue)
+        self._stack = AsyncExitStack()
+        self._dummy_hash: str | None = None
+        self._state = _State.UNOPENED
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Passwords:
+        return cls(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            workers=settings.password_hash_threads,
+            queue=settings.password_hash_queue,
+        )
+
+    @property
+    def pool(self) -> BlockingPool:
+        """The thread pool, for its stats."""
+        return self._pool
+
+    async def hash(self, password: str) -> str:
+        """The argon2id hash of ``password`` (PHC string, salt and parameters included).
+
+        Raises:
+            Unavailable: every worker is busy and the queue is full.
+        """
+        return await self._run(self._hasher.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored``, in constant time.
+
+        With ``stored=None`` (no such user) it verifies against a dummy hash made with the
+        same parameters, so the answer and the time taken are those of a wrong password.
+        """
+        if stored is None:
+            await self._run(self._check, self._require_dummy(), password)
+            return False
+        return await self._run(self._check, stored, password)
+
+    def _check(self, stored: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        """Whether ``stored`` was made with other parameters than the configured ones."""
+        try:
+            return self._hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._state is not _State.OPENED:
+            raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
+        try:
+            return await self._pool.run(fn, *args, **kwargs)
+        except Saturated:
+            # Shed rather than queue without bound: the client retries, the loop stays free.
+            raise Unavailable(
+                "Password hashing is at capacity; retry shortly.", retry_after=1
+            ) from None
+
+    def _require_dummy(self) -> str:
+        if self._state is not _State.OPENED or self._dummy_hash is None:
+            raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
+        return self._dummy_hash
+
+    async def open(self) -> None:
+        if self._state is not _State.UNOPENED:
+            raise ClosedPasswords("Cannot reopen a password hasher once opened or closed.")
+        await self._stack.enter_async_context(self._pool)
+        self._state = _State.OPENED
+        # Hashed once at start-up, off the loop, with the configured parameters, so that a
+        # login for an unknown email costs exactly what a wrong password costs.
+        self._dummy_hash = await self.hash("loopwise-no-such-user")
+
+    async def aclose(self) -> None:
+        self._state = _State.CLOSED
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

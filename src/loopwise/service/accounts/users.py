@@ -1,0 +1,197 @@
+"""Users: register, read and update yourself, read a user by id.
+
+``GET /users/{id}`` is the hottest path: authentication already loaded the caller's row in
+its one query, so reading yourself costs no second query, and anyone else gets 404 (not
+403, which would say the id exists).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Path, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from loopwise.service.accounts.passwords import NewPassword
+from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
+from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.db import Connection
+from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Settings_
+from loopwise.service.exceptions import Conflict, Forbidden, NotFound
+
+__all__ = ["DisplayName", "User", "create_user", "router"]
+
+router = APIRouter(tags=["users"])
+
+BIGINT_MAX = 2**63 - 1
+
+
+def _printable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and control characters in a name are never wanted.
+    if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+
+
+class User(BaseModel):
+    """A user as clients see it: never the password or its hash."""
+
+    id: int
+    email: str
+    display_name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, caller: Caller) -> User:
+        return cls(
+            id=caller.id,
+            email=caller.email,
+            display_name=caller.display_name,
+            created_at=caller.created_at,
+        )
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    email: EmailStr
+    password: NewPassword
+    display_name: DisplayName
+
+
+class UserUpdate(BaseModel):
+    """Fields to change; a new ``password`` needs the ``current_password``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    display_name: DisplayName | None = None
+    password: NewPassword | None = None
+    current_password: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _password_needs_current(self) -> UserUpdate:
+        if self.password is not None and self.current_password is None:
+            raise ValueError("current_password is required to set a new password")
+        return self
+
+
+_INSERT_USER = """
+INSERT INTO users (email, display_name, password_hash)
+VALUES ($1, $2, $3)
+RETURNING id, email, display_name, created_at
+"""
+
+
+async def create_user(conn: Connection, email: str, display_name: str, password_hash: str) -> User:
+    """Insert a user inside the caller's transaction on ``conn``.
+
+    Raises:
+        Conflict: the email is taken, compared case-insensitively. The unique index
+            decides, so of two simultaneous registrations exactly one wins.
+    """
+    try:
+        row = await conn.fetchrow(_INSERT_USER, email, display_name, password_hash)
+    except asyncpg.UniqueViolationError:
+        raise Conflict("An account with this email already exists.") from None
+    assert row is not None
+    return User(**dict(row))
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "The email is taken."}},
+)
+async def register(body: Registration, pool: Pool, passwords: Hasher) -> User:
+    """Create an account. The password is hashed with argon2id off the event loop."""
+    password_hash = await passwords.hash(body.password)
+    async with pool.acquire() as conn, conn.transaction():
+        user = await create_user(conn, body.email, body.display_name, password_hash)
+        # Seam for the welcome email (issue 4): enqueue its job here, on `conn`, so it
+        # commits or rolls back with the user row.
+    return user
+
+
+@router.get("/users/me")
+async def read_me(caller: CurrentUser) -> User:
+    """The authenticated user."""
+    return User.of(caller)
+
+
+@router.get("/users/{user_id}", responses={404: {"description": "No such user visible."}})
+async def read_user(
+    user_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], caller: CurrentUser
+) -> User:
+    """A user by id: yourself only, anyone else is 404."""
+    # An admin role exists in the schema; reading others stays closed until an admin
+    # surface is designed, so this path remains one query for everyone.
+    if user_id != caller.id:
+        raise NotFound(f"No user with id {user_id}.")
+    return User.of(caller)
+
+
+_UPDATE_NAME = """
+UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1
+RETURNING id, email, display_name, created_at
+"""
+_UPDATE_HASH = (
+    "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1 AND password_hash = $3"
+)
+
+
+@router.patch(
+    "/users/me",
+    responses={403: {"description": "`current_password` is wrong."}},
+)
+async def update_me(
+    body: UserUpdate,
+    caller: CurrentUser,
+    pool: Pool,
+    passwords: Hasher,
+    settings: Settings_,
+    address: ClientAddress,
+) -> User:
+    """Change the display name and/or the password; a new password ends other sessions."""
+    user = User.of(caller)
+    if body.password is not None and body.current_password is not None:
+        await _change_password(
+            pool, passwords, caller, body.current_password, body.password, settings, address
+        )
+    if body.display_name is not None:
+        row = await pool.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
+        if row is None:
+            raise NotFound("The user no longer exists.")
+        user = User(**dict(row))
+    return user
+
+
+async def _change_password(
+    pool: asyncpg.Pool,
+    passwords: Hasher,
+    caller: Caller,
+    current: str,
+    new: str,
+    settings: Settings_,
+    address: str,
+) -> None:
+    # Guessing the current password with a stolen token is a login attempt: same throttle.
+    throttle = LoginThrottle.for_attempt(settings, caller.email, address)
+    await throttle.check(pool)
+    stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
+    if not await passwords.verify(stored, current):
+        await throttle.record_failure(pool)
+        raise Forbidden("current_password is wrong.")
+    new_hash = await passwords.hash(new)
+    async with pool.acquire() as conn, conn.transaction():
+        # `password_hash = $3`: a concurrent change since we verified wins, not this one.
+        changed = await conn.execute(_UPDATE_HASH, caller.id, new_hash, stored)
+        if changed != "UPDATE 1":
+            raise Conflict("The password changed meanwhile; try again.")
+        await revoke_other_sessions(conn, caller.id, keep=caller.token_hash)

@@ -1,0 +1,81 @@
+"""argon2id off the event loop: hashing, verification, shedding when saturated."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from loopwise.service.accounts.passwords import ClosedPasswords, Passwords
+from loopwise.service.exceptions import Unavailable
+
+CHEAP = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}
+
+
+@pytest.fixture
+async def passwords() -> AsyncIterator[Passwords]:
+    async with Passwords(**CHEAP, workers=1, queue=0) as hasher:
+        yield hasher
+
+
+async def test_hash_and_verify(passwords: Passwords) -> None:
+    """A hash verifies its password and no other; hashes are salted."""
+    stored = await passwords.hash("correct horse")
+    assert stored.startswith("$argon2id$")
+    assert await passwords.verify(stored, "correct horse")
+    assert not await passwords.verify(stored, "wrong horse")
+    assert stored != await passwords.hash("correct horse")
+
+
+async def test_unknown_user_verifies_against_a_dummy(passwords: Passwords) -> None:
+    """Verifying with no stored hash still hashes, and answers False."""
+    before = passwords.pool.stats().completed
+    assert not await passwords.verify(None, "anything at all")
+    assert passwords.pool.stats().completed == before + 1
+
+
+async def test_garbage_hash_never_matches(passwords: Passwords) -> None:
+    """A corrupt stored hash is a mismatch, not an error."""
+    assert not await passwords.verify("not-a-phc-string", "x")
+    assert passwords.needs_rehash("not-a-phc-string")
+
+
+async def test_rehash_when_parameters_change(passwords: Passwords) -> None:
+    """A hash made with other cost parameters asks to be upgraded."""
+    stored = await passwords.hash("pw pw pw")
+    assert not passwords.needs_rehash(stored)
+    async with Passwords(time_cost=2, memory_kib=64, parallelism=1, workers=1, queue=0) as other:
+        assert other.needs_rehash(stored)
+
+
+async def test_saturated_pool_sheds_with_503(passwords: Passwords) -> None:
+    """With every worker busy and no queue, hashing fails fast as 503 with Retry-After."""
+    loop = asyncio.get_running_loop()
+    started, release = asyncio.Event(), threading.Event()
+
+    def hold_the_worker() -> None:
+        loop.call_soon_threadsafe(started.set)
+        release.wait()
+
+    occupied = asyncio.create_task(passwords.pool.run(hold_the_worker))
+    await started.wait()
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await passwords.hash("x" * 10)
+        assert caught.value.headers["Retry-After"] == "1"
+    finally:
+        release.set()
+        await occupied
+
+
+async def test_refuses_use_after_close() -> None:
+    """A closed hasher refuses work and cannot be reopened."""
+    hasher = Passwords(**CHEAP, workers=1, queue=0)
+    async with hasher:
+        pass
+    with pytest.raises(ClosedPasswords):
+        await hasher.hash("whatever1")
+    with pytest.raises(ClosedPasswords):
+        await hasher.open()
