@@ -85,6 +85,8 @@ class SimState:
     max_in_flight: int = 0
     # Arrival times on the loop clock, newest last; bounded so a long run cannot grow it.
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    # Told after each arrival is counted: lets a test wait for "N requests in flight".
+    on_arrival: Callable[[SimState], None] | None = None
 
     def reset_counters(self) -> None:
         self.requests = self.errors = self.max_in_flight = 0
@@ -134,6 +136,8 @@ def create_sim_app(config: SimConfig | None = None) -> FastAPI:
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         state.arrivals.append(asyncio.get_running_loop().time())
+        if state.on_arrival is not None:
+            state.on_arrival(state)
         try:
             return await call_next(request)
         finally:
