@@ -1,7 +1,8 @@
 """The ASGI application: ``create_app(settings)`` builds it; its lifespan owns the resources.
 
-Nothing is created at import. The lifespan opens the database pool, checks which schema
-revision the code expects, and closes everything in reverse order on shutdown.
+Nothing is created at import. The lifespan opens the database pool and the downstream
+clients, checks which schema revision the code expects, and closes everything in reverse
+order on shutdown.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 
 from loopwise.service import health
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
@@ -43,9 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
+            downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
             revision = await asyncio.to_thread(expected_revision)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
-            yield AppState(settings=settings, db=db, schema_revision=revision)
+            yield AppState(
+                settings=settings, db=db, schema_revision=revision, downstreams=downstreams
+            )
             _log.info("stopping")
 
     app = FastAPI(

@@ -12,9 +12,10 @@ import asyncpg
 from fastapi import Depends, Request
 
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.settings import Settings
 
-__all__ = ["Db", "Pool", "Settings_"]
+__all__ = ["Db", "Downstreams_", "Pool", "Settings_"]
 
 
 def _db(request: Request) -> Database:
@@ -27,6 +28,11 @@ def _pool(request: Request) -> asyncpg.Pool:
     return db.pool
 
 
+def _downstreams(request: Request) -> Downstreams:
+    downstreams: Downstreams = request.state.downstreams
+    return downstreams
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
@@ -35,3 +41,4 @@ def _settings(request: Request) -> Settings:
 Db = Annotated[Database, Depends(_db)]
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 Settings_ = Annotated[Settings, Depends(_settings)]
+Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]

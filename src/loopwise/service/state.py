@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.settings import Settings
 
 __all__ = ["AppState"]
@@ -15,3 +16,5 @@ class AppState(TypedDict):
     db: Database
     # The newest migration this code ships; /readyz compares the database against it.
     schema_revision: str | None
+    # The optional downstream services (loyalty, shipments); stats() for /metrics.
+    downstreams: Downstreams
