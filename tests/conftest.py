@@ -102,4 +102,10 @@ def blockbuster() -> Iterator[BlockBuster]:
         # it happens once per new pool connection, not per query.
         for call in ("os.stat", "io.BufferedReader.read"):
             bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Over TCP, asyncpg looks for ~/.postgresql/postgresql.{key,crt} for SSL (resolve,
+        # exists); once per new connection, like the password file.
+        for call in ("os.path.abspath", "os.stat"):
+            bb.functions[call].can_block_in(
+                "asyncpg/connect_utils.py", {"_dot_postgresql_path", "_parse_connect_dsn_and_args"}
+            )
         yield bb

@@ -9,8 +9,8 @@ Modes: ``normal`` answers after ``latency_ms`` +/- ``jitter_ms`` and fails ``err
 requests with 503; ``fail`` answers 503 to everything; ``hang`` never answers (until the
 client gives up). To see a refused connection, stop the simulator.
 
-Answers are a pure function of the id, so two runs agree. The state (behaviour and
-counters) lives on the app instance, never in module globals.
+Answers are a pure function of the id, so two runs agree; ids below 1 are unknown (404).
+The state (behaviour and counters) lives on the app instance, never in module globals.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ async def _behave(request: Request, state: SimState) -> Response | None:
     return None
 
 
+def _not_found(kind: str, ident: int) -> Response:
+    body = {"title": "Not Found", "status": 404, "detail": f"no {kind} {ident}"}
+    return Response(json.dumps(body), 404, media_type="application/problem+json")
+
+
 def create_sim_app(config: SimConfig | None = None) -> FastAPI:
     """Build a simulator app; its :class:`SimState` is ``app.state.sim``."""
     config = config or SimConfig()
@@ -148,6 +153,8 @@ def create_sim_app(config: SimConfig | None = None) -> FastAPI:
         """A user's loyalty points and tier."""
         if (answer := await _behave(request, state)) is not None:
             return answer
+        if user_id < 1:
+            return _not_found("user", user_id)
         points = (user_id * 7919) % 10_000
         tier = next(name for floor, name in _TIERS if points >= floor)
         return Loyalty(user_id=user_id, points=points, tier=tier)
@@ -157,6 +164,8 @@ def create_sim_app(config: SimConfig | None = None) -> FastAPI:
         """An order's shipment status and estimated delivery date."""
         if (answer := await _behave(request, state)) is not None:
             return answer
+        if order_id < 1:
+            return _not_found("order", order_id)
         status = _STATUSES[order_id % len(_STATUSES)]
         eta = None if status == "delivered" else dt.date(2026, 1, 1) + dt.timedelta(order_id % 9)
         return Shipment(order_id=order_id, status=status, eta=eta)
