@@ -25,7 +25,13 @@ from loopwise.patterns.exceptions import (
 from loopwise.patterns.fetch import Outcome, fetch_all, stream_all
 from loopwise.patterns.limits import KeyedLimits, KeyStats, LimitsStats
 from loopwise.patterns.outbound import Downstream, DownstreamStats
-from loopwise.patterns.retries import RetryBudget, RetryBudgetStats, RetryPolicy, retry
+from loopwise.patterns.retries import (
+    RetryBudget,
+    RetryBudgetStats,
+    RetryOn,
+    RetryPolicy,
+    retry,
+)
 
 __all__ = [
     "Attempt",
@@ -52,6 +58,7 @@ __all__ = [
     "ResourceClosed",
     "RetryBudget",
     "RetryBudgetStats",
+    "RetryOn",
     "RetryPolicy",
     "Saturated",
     "current_deadline",
