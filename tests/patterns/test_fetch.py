@@ -137,7 +137,7 @@ async def test_fetch_all_respects_per_host_limits_and_reports_each_url() -> None
     app = create_sim_app(SimConfig(latency_ms=5, error_rate=0.3, seed=7))
     state = app.state.sim
     async with serve_asgi(app) as url, Downstream("sim", url, concurrency=4, attempts=1) as api:
-        urls = [f"/shipments/{n}" for n in range(60)]
+        urls = [f"/shipments/{n}" for n in range(1, 61)]
         kinds: dict[str, str] = {}
         async with fetch_all(api, urls, max_in_flight=20) as results:
             async for outcome in results:

@@ -46,7 +46,7 @@ async def test_concurrency_never_exceeds_the_limit(sim: tuple[str, SimState]) ->
     url, state = sim
     state.config = SimConfig(latency_ms=20)
     async with Downstream("sim", url, concurrency=5) as api, asyncio.TaskGroup() as group:
-        calls = [group.create_task(api.get(f"/loyalty/{n}")) for n in range(60)]
+        calls = [group.create_task(api.get(f"/loyalty/{n}")) for n in range(1, 61)]
     assert all(call.result().status_code == 200 for call in calls)
     assert state.requests == 60
     assert state.max_in_flight == 5
@@ -60,7 +60,7 @@ async def test_rate_holds_within_ten_percent(sim: tuple[str, SimState]) -> None:
         Downstream("sim", url, concurrency=calls, rate=rate) as api,
         asyncio.TaskGroup() as group,
     ):
-        for n in range(calls):
+        for n in range(1, calls + 1):
             group.create_task(api.get(f"/loyalty/{n}"))
     arrivals = sorted(state.arrivals)
     # 60 intervals over ~0.6 s: a late or early arrival at either end moves the measured
@@ -126,7 +126,7 @@ async def test_cancellation_does_not_poison_the_pool(sim: tuple[str, SimState]) 
     ) as api:
         for _ in range(3):  # several rounds: a leak would compound until the pool is dead
             reached.clear()
-            tasks = [asyncio.create_task(api.get(f"/loyalty/{n}")) for n in range(50)]
+            tasks = [asyncio.create_task(api.get(f"/loyalty/{n}")) for n in range(1, 51)]
             await reached.wait()  # 10 on the wire, 40 queued for a connection
             for task in tasks:
                 task.cancel()
@@ -134,7 +134,7 @@ async def test_cancellation_does_not_poison_the_pool(sim: tuple[str, SimState]) 
             assert all(isinstance(r, asyncio.CancelledError) for r in results)
         state.config = SimConfig(latency_ms=1)
         async with deadline(5.0), asyncio.TaskGroup() as group:
-            after = [group.create_task(api.get(f"/loyalty/{n}")) for n in range(30)]
+            after = [group.create_task(api.get(f"/loyalty/{n}")) for n in range(1, 31)]
         assert [call.result().status_code for call in after] == [200] * 30
         assert api.stats().limits.keys[url.removeprefix("http://")].in_use == 0
 
