@@ -6,6 +6,8 @@ What the limits promise is measured where it matters: at the server.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import statistics
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,10 +65,15 @@ async def test_rate_holds_within_ten_percent(sim: tuple[str, SimState]) -> None:
         for n in range(1, calls + 1):
             group.create_task(api.get(f"/loyalty/{n}"))
     arrivals = sorted(state.arrivals)
-    # 60 intervals over ~0.6 s: a late or early arrival at either end moves the measured
-    # rate by well under 10% unless it is off by more than ~30 ms.
-    measured = (calls - 1) / (arrivals[-1] - arrivals[0])
-    assert rate * 0.9 <= measured <= rate * 1.1, measured
+    intervals = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Over the whole window the limit is never exceeded...
+    overall = (calls - 1) / (arrivals[-1] - arrivals[0])
+    assert overall <= rate * 1.1, overall
+    # ...and calls are spaced at the rate. The median of 60 spacings is immune to what a
+    # shared 2-core box does now and then (a stall of a few hundred ms delays a handful of
+    # arrivals and would skew a span-based figure), yet off by 10% if the limiter is.
+    spaced = 1 / statistics.median(intervals)
+    assert rate * 0.9 <= spaced <= rate * 1.1, spaced
 
 
 async def test_deadline_is_honoured_within_50ms(sim: tuple[str, SimState]) -> None:
