@@ -136,6 +136,43 @@ async def test_burst_admits_back_to_back_then_spaces() -> None:
     assert limits.stats().keys["h"].admitted == 3
 
 
+async def test_rate_waiters_go_in_order_one_interval_apart() -> None:
+    """Callers waiting for tokens are admitted first come first served, spaced by the rate."""
+    limits = KeyedLimits(concurrency=None, rate=50.0)
+    loop = asyncio.get_running_loop()
+    admitted: list[tuple[int, float]] = []
+
+    async def call(n: int) -> None:
+        async with limits.acquire("h"):
+            admitted.append((n, loop.time()))
+
+    async with asyncio.TaskGroup() as group:
+        for n in range(6):
+            group.create_task(call(n))
+    assert [n for n, _ in admitted] == list(range(6))
+    span = admitted[-1][1] - admitted[0][1]
+    assert span >= 5 / 50.0 * 0.9
+
+
+async def test_cancelled_rate_waiter_does_not_hold_up_the_next() -> None:
+    """A caller cancelled while waiting for a token leaves the queue to the next one."""
+    limits = KeyedLimits(concurrency=None, rate=20.0)
+    await _acquire_once(limits, "h")
+    queued = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        first = group.create_task(_queued(limits, "h", queued, [], 0))
+        await queued.wait()
+        order: list[int] = []
+        queued_second = asyncio.Event()
+        second = group.create_task(_queued(limits, "h", queued_second, order, 1))
+        await queued_second.wait()
+        assert limits.stats().keys["h"].waiting == 2
+        first.cancel()
+    assert second.done()
+    assert order == [1]
+    assert limits.stats().keys["h"].waiting == 0
+
+
 async def test_cancelled_waiter_leaves_no_trace() -> None:
     """Cancelling a waiting caller frees its place in the queue and takes no slot."""
     limits = KeyedLimits(concurrency=1)

@@ -5,7 +5,8 @@
         ...
 
 A caller first waits for a concurrency slot (first come, first served), then for a rate
-token (GCRA: a token bucket kept as one timestamp per key). Waiting is bounded by the
+token (GCRA: a token bucket kept as one timestamp per key; waiting callers get tokens in
+order, one interval apart, even after the loop stalled). Waiting is bounded by the
 caller's deadline (:mod:`loopwise.patterns.deadlines`) and by ``max_wait``; when no slot can
 come in time the call fails fast with :class:`LimitTimeout` instead of queueing forever.
 Waiting gives up ``headroom`` seconds before the deadline, so the caller still has time to
