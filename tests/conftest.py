@@ -127,4 +127,14 @@ def blockbuster() -> Iterator[BlockBuster]:
         # small reads) once per new connection, not per query; pools keep connections.
         for function in bb.functions.values():
             function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
+        # asyncpg looks for ~/.pgpass (os.stat, a file read) when a DSN has no password;
+        # it happens once per new pool connection, not per query.
+        for call in ("os.stat", "io.BufferedReader.read"):
+            bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # Over TCP, asyncpg looks for ~/.postgresql/postgresql.{key,crt} for SSL (resolve,
+        # exists); once per new connection, like the password file.
+        for call in ("os.path.abspath", "os.stat"):
+            bb.functions[call].can_block_in(
+                "asyncpg/connect_utils.py", {"_dot_postgresql_path", "_parse_connect_dsn_and_args"}
+            )
         yield bb

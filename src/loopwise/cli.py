@@ -204,5 +204,59 @@ def bench(
         typer.echo(str(path))
 
 
+@app.command("downstream-sim")
+def downstream_sim(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 9000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 20.0,
+    jitter_ms: Annotated[float, typer.Option(help="Uniform +/- spread of the delay.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of answers that are 503.")] = 0.0,
+    mode: Annotated[str, typer.Option(help="normal, fail (all 503) or hang.")] = "normal",
+    seed: Annotated[int | None, typer.Option(help="Seed for repeatable faults.")] = None,
+) -> None:
+    """Serve fake loyalty and shipment APIs with configurable latency and faults.
+
+    Point LOOPWISE_LOYALTY_URL and LOOPWISE_SHIPMENTS_URL at it.
+
+    PUT /_sim changes it while it runs (e.g. {"mode": "hang"}); stopping it refuses.
+    """
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from pydantic import ValidationError
+
+    from loopwise.sim.app import CONFIG_ENV, SimConfig
+
+    configure_logging()
+    try:
+        config = SimConfig.model_validate(
+            {
+                "latency_ms": latency_ms,
+                "jitter_ms": jitter_ms,
+                "error_rate": error_rate,
+                "mode": mode,
+                "seed": seed,
+            }
+        )
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        _fail(f"invalid option: {errors}")
+    # The worker process builds the app from the environment, like `serve` does.
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    _log.info("downstream_sim_serving", host=host, port=port, **config.model_dump())
+    Granian(
+        "loopwise.sim.app:app_from_env",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
+        log_access=False,
+    ).serve()
+
+
 def main() -> None:
     app()

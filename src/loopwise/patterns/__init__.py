@@ -1,5 +1,7 @@
 """Async patterns for production services, usable on their own (no web framework needed)."""
 
+from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker, CircuitState
+from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import (
     Deadline,
     current_deadline,
@@ -9,37 +11,78 @@ from loopwise.patterns.deadlines import (
     time_left,
 )
 from loopwise.patterns.exceptions import (
+    CircuitOpen,
     ClosedResource,
     DeadlineExceeded,
+    DownstreamError,
+    DownstreamStatusError,
+    DownstreamTimeout,
+    DownstreamUnreachable,
+    LimitTimeout,
     PatternError,
     PoolSaturated,
     Saturated,
 )
 from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
+from loopwise.patterns.fetch import Outcome, fetch_all, stream_all
+from loopwise.patterns.limits import KeyedLimits, KeyStats, LimitsStats
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
+from loopwise.patterns.outbound import Downstream, DownstreamStats
+from loopwise.patterns.retries import (
+    RetryBudget,
+    RetryBudgetStats,
+    RetryOn,
+    RetryPolicy,
+    retry,
+)
 from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
     "DEFAULT_LAG_BUCKETS",
+    "Attempt",
     "BlockingPool",
     "Branch",
+    "BreakerStats",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
+    "Clock",
     "ClosedResource",
     "CpuPool",
     "Deadline",
     "DeadlineExceeded",
+    "Downstream",
+    "DownstreamError",
+    "DownstreamStats",
+    "DownstreamStatusError",
+    "DownstreamTimeout",
+    "DownstreamUnreachable",
     "FanOutResult",
+    "KeyStats",
+    "KeyedLimits",
     "LagStats",
+    "LimitTimeout",
+    "LimitsStats",
+    "LoopClock",
     "LoopWatchdog",
+    "Outcome",
     "PatternError",
     "PoolSaturated",
     "PoolStats",
+    "RetryBudget",
+    "RetryBudgetStats",
+    "RetryOn",
+    "RetryPolicy",
     "Saturated",
     "current_deadline",
     "deadline",
     "fan_out",
+    "fetch_all",
     "move_on_after",
     "optional",
     "or_fallback",
     "required",
+    "retry",
+    "stream_all",
     "time_left",
 ]

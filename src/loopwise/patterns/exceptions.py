@@ -2,11 +2,19 @@
 
     PatternError
     ├── DeadlineExceeded (also a TimeoutError)   the inherited deadline ran out
-    ├── ClosedResource                            the resource was closed; it cannot be reused
-    └── Saturated                                 a bounded resource would not take more work
-        │                                         within the time left (limits, pools)
-        └── PoolSaturated                         an off-loop pool's queue was full, or no
-                                                  worker freed up within the deadline
+    ├── ClosedResource                            used before opening or after closing;
+    │                                             a closed resource is never reopened
+    ├── Saturated                                 a bounded resource would not take more work
+    │   │                                         within the time left (limits, pools)
+    │   ├── PoolSaturated                         an off-loop pool's queue was full, or no
+    │   │                                         worker freed up within the deadline
+    │   └── LimitTimeout                          no slot (or rate token) came within the wait
+    │                                             allowed: the deadline or ``max_wait``
+    ├── CircuitOpen                               the breaker is failing calls fast
+    └── DownstreamError                           a downstream call failed for good
+        ├── DownstreamStatusError                 it answered 5xx or 429 (after any retries)
+        ├── DownstreamTimeout                     its own per-call timeout ran out
+        └── DownstreamUnreachable                 connect or transport failure
 
 Each pattern module adds its own subclasses here, so one ``except PatternError`` catches
 everything this package raises on purpose.
@@ -14,7 +22,21 @@ everything this package raises on purpose.
 
 from __future__ import annotations
 
-__all__ = ["ClosedResource", "DeadlineExceeded", "PatternError", "PoolSaturated", "Saturated"]
+from typing import Literal
+
+__all__ = [
+    "CircuitOpen",
+    "ClosedResource",
+    "DeadlineExceeded",
+    "DownstreamError",
+    "DownstreamStatusError",
+    "DownstreamTimeout",
+    "DownstreamUnreachable",
+    "LimitTimeout",
+    "PatternError",
+    "PoolSaturated",
+    "Saturated",
+]
 
 
 class PatternError(Exception):
@@ -70,3 +92,71 @@ class PoolSaturated(Saturated):
         what = "its queue is full" if reason == "queue_full" else "no worker freed up in time"
         super().__init__(resource, f"pool {resource!r} is saturated: {what}")
         self.reason = reason
+
+
+class LimitTimeout(Saturated):
+    """Waiting for a concurrency slot or a rate token would outlast the time allowed.
+
+    Attributes:
+        key: the key whose limit refused (a host, a downstream name).
+        limit: which limit refused: ``"concurrency"`` or ``"rate"``.
+        waited: seconds spent waiting before giving up.
+    """
+
+    def __init__(
+        self, resource: str, *, key: str, limit: Literal["concurrency", "rate"], waited: float
+    ) -> None:
+        super().__init__(
+            resource, f"{resource}: no {limit} slot for {key!r} within {waited:.3f}s of waiting"
+        )
+        self.key = key
+        self.limit = limit
+        self.waited = waited
+
+
+class CircuitOpen(PatternError):
+    """The circuit breaker is open: calls fail fast instead of reaching the downstream.
+
+    Attributes:
+        name: the breaker's name (usually the downstream's).
+        retry_after: seconds until the breaker lets a probe through.
+    """
+
+    def __init__(self, name: str, *, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is open; next probe in {retry_after:.3f}s")
+        self.name = name
+        self.retry_after = retry_after
+
+
+class DownstreamError(PatternError):
+    """A call to a downstream failed, after whatever retries were allowed.
+
+    Attributes:
+        downstream: the downstream's name.
+        retry_after: seconds the downstream asked us to wait (``Retry-After``), if any.
+    """
+
+    def __init__(self, downstream: str, message: str, *, retry_after: float | None = None):
+        super().__init__(f"{downstream}: {message}")
+        self.downstream = downstream
+        self.retry_after = retry_after
+
+
+class DownstreamStatusError(DownstreamError):
+    """The downstream answered with a failure status (5xx, or 429 when shedding load).
+
+    Attributes:
+        status: the HTTP status code.
+    """
+
+    def __init__(self, downstream: str, *, status: int, retry_after: float | None = None):
+        super().__init__(downstream, f"answered HTTP {status}", retry_after=retry_after)
+        self.status = status
+
+
+class DownstreamTimeout(DownstreamError):
+    """The downstream did not answer within its own per-call timeout."""
+
+
+class DownstreamUnreachable(DownstreamError):
+    """The connection could not be made, or broke before a response arrived."""

@@ -1,7 +1,8 @@
 """The ASGI application: ``create_app(settings)`` builds it; its lifespan owns the resources.
 
-Nothing is created at import. The lifespan opens the database pool, checks which schema
-revision the code expects, and closes everything in reverse order on shutdown.
+Nothing is created at import. The lifespan opens the database pool and the downstream
+clients, checks which schema revision the code expects, and closes everything in reverse
+order on shutdown.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import router as accounts_router
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
@@ -57,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track_pool(passwords.pool)
             timezones = await blocking.run(load_timezones)
+            # Outbound: one shared client per configured downstream (issue 5).
+            downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
@@ -68,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
                 metrics=metrics,
                 passwords=passwords,
                 timezones=timezones,
+                downstreams=downstreams,
             )
             _log.info("stopping")
 

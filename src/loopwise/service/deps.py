@@ -30,6 +30,9 @@ __all__ = [
     "Settings_",
     "Timezones",
 ]
+from loopwise.service.downstreams import Downstreams
+
+__all__ = ["Db", "Downstreams_", "Pool", "Settings_"]
 
 
 def _db(request: Request) -> Database:
@@ -40,6 +43,11 @@ def _db(request: Request) -> Database:
 def _pool(request: Request) -> asyncpg.Pool:
     db: Database = request.state.db
     return db.pool
+
+
+def _downstreams(request: Request) -> Downstreams:
+    downstreams: Downstreams = request.state.downstreams
+    return downstreams
 
 
 def _settings(request: Request) -> Settings:
@@ -105,3 +113,4 @@ Hasher = Annotated[Passwords, Depends(_passwords)]
 Timezones = Annotated[frozenset[str], Depends(_timezones)]
 ClientAddress = Annotated[str, Depends(_client_address)]
 CurrentUser = Annotated[Caller, Depends(_SessionBearer())]
+Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]

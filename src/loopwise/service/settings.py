@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # One deadline for GET /users/me/overview, its downstream branches included.
     overview_deadline: PositiveSeconds = 1.0
+    # Optional downstream services the overview calls; unset means not called. Limits are
+    # per process: N instances make N times the calls. A rate of 0 means no rate limit.
+    loyalty_url: str | None = None
+    loyalty_timeout: PositiveSeconds = 0.3
+    loyalty_concurrency: int = Field(default=20, ge=1, le=10_000)
+    loyalty_rate: float = Field(default=0.0, ge=0, le=1_000_000)
+    shipments_url: str | None = None
+    shipments_timeout: PositiveSeconds = 0.3
+    shipments_concurrency: int = Field(default=20, ge=1, le=10_000)
+    shipments_rate: float = Field(default=0.0, ge=0, le=1_000_000)
 
     # Logs: "auto" is JSON when stderr is not a terminal.
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -96,6 +106,16 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("loyalty_url", "shipments_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

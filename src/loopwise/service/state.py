@@ -7,6 +7,7 @@ from typing import TypedDict
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.metrics import Metrics
 from loopwise.service.settings import Settings
 
@@ -26,3 +27,5 @@ class AppState(TypedDict):
     # Accounts: argon2id on its own bounded thread pool; IANA zone names for preferences.
     passwords: Passwords
     timezones: frozenset[str]
+    # The optional downstream services (loyalty, shipments); stats() for /metrics.
+    downstreams: Downstreams

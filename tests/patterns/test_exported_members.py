@@ -1,0 +1,117 @@
+"""The public surface of ``loopwise.patterns`` is exactly what ``__all__`` lists."""
+
+from __future__ import annotations
+
+import inspect
+
+import loopwise.patterns
+from loopwise.patterns import (
+    breaker,
+    clock,
+    deadlines,
+    exceptions,
+    fanout,
+    fetch,
+    limits,
+    offload,
+    outbound,
+    retries,
+    watchdog,
+)
+
+_MODULES = (
+    breaker,
+    clock,
+    deadlines,
+    exceptions,
+    fanout,
+    fetch,
+    limits,
+    offload,
+    outbound,
+    retries,
+    watchdog,
+)
+
+
+def test_nothing_public_is_unlisted() -> None:
+    """Every public, non-module name in the package is in ``__all__``."""
+    public = {
+        name
+        for name, value in vars(loopwise.patterns).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public == set(loopwise.patterns.__all__)
+
+
+def test_package_exports_are_pinned() -> None:
+    """Every public name is exported on purpose; adding one means changing this list."""
+    assert sorted(loopwise.patterns.__all__) == sorted(
+        [
+            "DEFAULT_LAG_BUCKETS",
+            "Attempt",
+            "BlockingPool",
+            "Branch",
+            "BreakerStats",
+            "CircuitBreaker",
+            "CircuitOpen",
+            "CircuitState",
+            "Clock",
+            "ClosedResource",
+            "CpuPool",
+            "Deadline",
+            "DeadlineExceeded",
+            "Downstream",
+            "DownstreamError",
+            "DownstreamStats",
+            "DownstreamStatusError",
+            "DownstreamTimeout",
+            "DownstreamUnreachable",
+            "FanOutResult",
+            "KeyStats",
+            "KeyedLimits",
+            "LagStats",
+            "LimitTimeout",
+            "LimitsStats",
+            "LoopClock",
+            "LoopWatchdog",
+            "Outcome",
+            "PatternError",
+            "PoolSaturated",
+            "PoolStats",
+            "RetryBudget",
+            "RetryBudgetStats",
+            "RetryOn",
+            "RetryPolicy",
+            "Saturated",
+            "current_deadline",
+            "deadline",
+            "fan_out",
+            "fetch_all",
+            "move_on_after",
+            "optional",
+            "or_fallback",
+            "required",
+            "retry",
+            "stream_all",
+            "time_left",
+        ]
+    )
+
+
+def test_module_exports_exist_and_are_reexported() -> None:
+    """Each module's ``__all__`` names real objects, all reachable from the package."""
+    for module in _MODULES:
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+    # outbound's IDEMPOTENT_METHODS and RETRYABLE_STATUSES stay in their module on purpose.
+    reexported = {n for m in _MODULES if m is not outbound for n in m.__all__}
+    assert reexported <= set(loopwise.patterns.__all__)
+
+
+def test_every_error_is_a_pattern_error() -> None:
+    """One ``except PatternError`` catches everything the package raises on purpose."""
+    errors = [getattr(loopwise.patterns, n) for n in loopwise.patterns.__all__]
+    raised = [e for e in errors if isinstance(e, type) and issubclass(e, Exception)]
+    assert len(raised) == 11  # the tree in exceptions.py, root included
+    assert all(issubclass(e, loopwise.patterns.PatternError) for e in raised)
