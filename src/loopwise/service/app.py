@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from loopwise.service import health
 from loopwise.service.db import Database
+from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
@@ -44,8 +45,23 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             revision = await asyncio.to_thread(expected_revision)
+            # Jobs: best-effort work drains after the worker; the worker stops before the pool.
+            background = await stack.enter_async_context(
+                BackgroundWork(grace=settings.shutdown_grace)
+            )
+            worker = None
+            if settings.jobs_in_process:
+                worker = await stack.enter_async_context(
+                    Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
+                )
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
-            yield AppState(settings=settings, db=db, schema_revision=revision)
+            yield AppState(
+                settings=settings,
+                db=db,
+                schema_revision=revision,
+                background=background,
+                job_worker=worker,
+            )
             _log.info("stopping")
 
     app = FastAPI(
