@@ -185,4 +185,5 @@ def welcome_message(*, to: str, name: str, sender: str, message_id: str) -> Emai
 def sender_domain(sender: str) -> str:
     """The domain of the From address, used to scope Message-IDs."""
     _, addr = parseaddr(sender)
-    return addr.rpartition("@")[2] or "loopwise.invalid"
+    _, at, domain = addr.rpartition("@")
+    return domain if at and domain else "loopwise.invalid"
