@@ -67,7 +67,7 @@ async def test_smtp_delivers_both_parts(smtp: SmtpServer) -> None:
 async def test_smtp_connect_deadline() -> None:
     """A server that accepts and never greets fails the send within the connect deadline."""
     async with silent_server() as port:
-        with pytest.raises(DeadlineExceeded, match="0.2s"):
+        with pytest.raises(DeadlineExceeded, match=r"0\.2s"):
             await smtp_mailer(port, connect_timeout=0.2).send(_welcome())
 
 
@@ -81,7 +81,7 @@ async def test_smtp_send_deadline(smtp: SmtpServer) -> None:
         raise AssertionError("unreachable")
 
     smtp.on_data = stall
-    with pytest.raises(DeadlineExceeded, match="0.3s"):
+    with pytest.raises(DeadlineExceeded, match=r"0\.3s"):
         await smtp_mailer(smtp.port, send_timeout=0.3).send(_welcome())
     assert stalled.is_set()
     assert smtp.accepted == []
