@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -80,9 +81,15 @@ class BackgroundWork:
         except asyncio.CancelledError:
             self._cancelled += 1
             raise
-        except Exception:  # best effort: log it, keep the siblings and the app running
+        except Exception as exc:  # best effort: log it, keep the siblings and the app running
             self._failed += 1
-            _log.exception("background_task_failed", task=name)
+            # Frames as file:line, not a formatted traceback: that reads source files
+            # (linecache), which would block the event loop.
+            where = [
+                f"{frame.f_code.co_filename}:{line} {frame.f_code.co_name}"
+                for frame, line in traceback.walk_tb(exc.__traceback__)
+            ]
+            _log.error("background_task_failed", task=name, error=repr(exc), where=where[-5:])
         else:
             self._completed += 1
 
