@@ -23,6 +23,7 @@ from loopwise.service.jobs.email import (
 )
 from loopwise.service.jobs.queue import Connection, Job, enqueue
 from loopwise.service.jobs.worker import PermanentJobError
+from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 WELCOME_EMAIL = "email.welcome"
+
+_log = get_logger("loopwise.jobs")
 
 Handler = Callable[[Job], Awaitable[None]]
 
@@ -77,4 +80,7 @@ def welcome_handler(mailer: Mailer, *, sender: str) -> Handler:
 def job_handlers(settings: Settings) -> Mapping[str, Handler]:
     """Every job kind this service runs, with its handler: what a worker is given."""
     mailer = mailer_from_settings(settings)
+    if settings.smtp_host is None and not settings.embedded:
+        # Not an error (a staging box may want exactly this), but rarely what production wants.
+        _log.warning("emails_to_outbox", outbox=str(settings.data_dir / "outbox"))
     return {WELCOME_EMAIL: welcome_handler(mailer, sender=settings.smtp_from)}

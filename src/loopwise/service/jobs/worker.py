@@ -347,7 +347,9 @@ class Worker:
     async def _listen_once(self) -> None:
         """LISTEN on a connection of its own until that connection is lost."""
         assert self._dsn is not None
-        conn = await asyncpg.connect(self._dsn, timeout=10)
+        conn = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": "loopwise-jobs-listen"}
+        )
         try:
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _conn: lost.set())
