@@ -20,6 +20,7 @@ from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import router as accounts_router
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
+from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
@@ -61,6 +62,15 @@ def create_app(settings: Settings) -> FastAPI:
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream (issue 5).
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
+            # Jobs: best-effort work drains after the worker; the worker stops before the pool.
+            background = await stack.enter_async_context(
+                BackgroundWork(grace=settings.shutdown_grace)
+            )
+            worker = None
+            if settings.jobs_in_process:
+                worker = await stack.enter_async_context(
+                    Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
+                )
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
@@ -73,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
                 passwords=passwords,
                 timezones=timezones,
                 downstreams=downstreams,
+                background=background,
+                job_worker=worker,
             )
             _log.info("stopping")
 

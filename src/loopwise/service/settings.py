@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["InvalidSettings", "Settings", "load_settings"]
@@ -96,6 +96,30 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Email. No host means emails are written as .eml files into <data_dir>/outbox/.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"  # "tls" is implicit TLS (465)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "loopwise <no-reply@loopwise.invalid>"
+    smtp_connect_timeout: PositiveSeconds = 10.0
+    smtp_send_timeout: PositiveSeconds = 30.0
+
+    # Background jobs (the durable queue in PostgreSQL).
+    jobs_in_process: bool = Field(
+        default=True, description="Run job workers inside `serve`; off when `worker` runs them."
+    )
+    jobs_concurrency: int = Field(default=4, ge=1, le=256)
+    jobs_max_attempts: int = Field(default=8, ge=1, le=100)
+    jobs_lease: PositiveSeconds = 30.0
+    jobs_timeout: PositiveSeconds = 60.0
+    jobs_poll_interval: PositiveSeconds = 5.0
+    jobs_backoff_base: PositiveSeconds = 2.0
+    jobs_backoff_max: PositiveSeconds = 600.0
+    jobs_prune_after: float = Field(default=7 * 86400.0, gt=0, le=365 * 86400.0)
+    jobs_prune_every: PositiveSeconds = 3600.0
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -123,6 +147,14 @@ class Settings(BaseSettings):
             raise ValueError("db_pool_min must not exceed db_pool_max")
         if self.argon2_memory_kib < 8 * self.argon2_parallelism:
             raise ValueError("argon2_memory_kib must be at least 8 * argon2_parallelism")
+        return self
+
+    @model_validator(mode="after")
+    def _jobs_rules(self) -> Settings:
+        if self.jobs_backoff_base > self.jobs_backoff_max:
+            raise ValueError("jobs_backoff_base must not exceed jobs_backoff_max")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("smtp_username and smtp_password must be set together")
         return self
 
     @property

@@ -8,6 +8,7 @@ from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
+from loopwise.service.jobs import BackgroundWork, Worker
 from loopwise.service.metrics import Metrics
 from loopwise.service.settings import Settings
 
@@ -29,3 +30,7 @@ class AppState(TypedDict):
     timezones: frozenset[str]
     # The optional downstream services (loyalty, shipments); stats() for /metrics.
     downstreams: Downstreams
+    # Best-effort in-process work, and the durable job worker (None when
+    # LOOPWISE_JOBS_IN_PROCESS is off and `loopwise worker` processes run the jobs).
+    background: BackgroundWork
+    job_worker: Worker | None

@@ -1,0 +1,121 @@
+"""Best-effort background work that may be lost: a cache warm-up, a metrics flush.
+
+    async with BackgroundWork(grace=5.0) as background:
+        background.spawn(warm_cache, user_id, name="warm-cache")
+
+Work that must not be lost is a job (``enqueue``), not this. What this gives over a bare
+``create_task``: every task has an owner that waits for it, an exception is logged rather
+than lost (and never cancels siblings), and shutdown drains running tasks within ``grace``
+seconds before cancelling the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self, TypeVarTuple, Unpack
+
+from loopwise.service.logs import get_logger
+
+__all__ = ["BackgroundStats", "BackgroundWork", "ClosedBackgroundWork"]
+
+Ts = TypeVarTuple("Ts")
+
+_log = get_logger("loopwise.background")
+
+
+class ClosedBackgroundWork(RuntimeError):
+    """Work was spawned before start or after shutdown began."""
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundStats:
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class BackgroundWork:
+    """A task group owned by the app for fire-and-forget work, drained on shutdown."""
+
+    def __init__(self, *, grace: float = 5.0) -> None:
+        if grace < 0:
+            raise ValueError(f"`grace` must not be negative, got {grace}")
+        self._grace = grace
+        self._state = _State.UNOPENED
+        self._tg = asyncio.TaskGroup()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._completed = self._failed = self._cancelled = 0
+
+    def stats(self) -> BackgroundStats:
+        return BackgroundStats(len(self._tasks), self._completed, self._failed, self._cancelled)
+
+    def spawn(self, func: Callable[[Unpack[Ts]], Awaitable[object]], *args: *Ts, name: str) -> None:
+        """Run ``func(*args)`` in the background; its failure is logged, not raised.
+
+        Raises:
+            ClosedBackgroundWork: before ``__aenter__`` or once shutdown has begun.
+        """
+        if self._state is not _State.OPENED:
+            raise ClosedBackgroundWork(f"cannot spawn {name!r}: background work is closed")
+        task = self._tg.create_task(self._guard(func, args, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(
+        self, func: Callable[[Unpack[Ts]], Awaitable[object]], args: tuple[*Ts], name: str
+    ) -> None:
+        try:
+            await func(*args)
+        except asyncio.CancelledError:
+            self._cancelled += 1
+            raise
+        except Exception as exc:  # best effort: log it, keep the siblings and the app running
+            self._failed += 1
+            # Frames as file:line, not a formatted traceback: that reads source files
+            # (linecache), which would block the event loop.
+            where = [
+                f"{frame.f_code.co_filename}:{line} {frame.f_code.co_name}"
+                for frame, line in traceback.walk_tb(exc.__traceback__)
+            ]
+            _log.error("background_task_failed", task=name, error=repr(exc), where=where[-5:])
+        else:
+            self._completed += 1
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            raise ClosedBackgroundWork("Cannot reopen background work once it has been opened.")
+        await self._tg.__aenter__()
+        self._state = _State.OPENED
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Refuse new work, wait ``grace`` seconds for running tasks, cancel the rest."""
+        if self._state is not _State.OPENED:
+            self._state = _State.CLOSED
+            return
+        self._state = _State.CLOSED
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._tg.__aexit__(None, None, None)
