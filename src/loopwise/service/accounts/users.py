@@ -20,6 +20,7 @@ from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import Connection
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden, NotFound
+from loopwise.service.jobs.welcome import enqueue_welcome_email
 
 __all__ = ["DisplayName", "User", "create_user", "router"]
 
@@ -109,13 +110,25 @@ async def create_user(conn: Connection, email: str, display_name: str, password_
     status_code=status.HTTP_201_CREATED,
     responses={409: {"description": "The email is taken."}},
 )
-async def register(body: Registration, pool: Pool, passwords: Hasher) -> User:
-    """Create an account. The password is hashed with argon2id off the event loop."""
+async def register(
+    body: Registration, pool: Pool, passwords: Hasher, settings: Settings_
+) -> User:
+    """Create an account; its welcome email is sent in the background, and never lost.
+
+    The password is hashed with argon2id off the event loop. The user row and the welcome
+    email's job commit in one transaction (a transactional outbox): a registration that
+    committed has exactly one job, one that rolled back has none, and the response never
+    waits for the mail server.
+    """
     password_hash = await passwords.hash(body.password)
     async with pool.acquire() as conn, conn.transaction():
         user = await create_user(conn, body.email, body.display_name, password_hash)
-        # Seam for the welcome email (issue 4): enqueue its job here, on `conn`, so it
-        # commits or rolls back with the user row.
+        await enqueue_welcome_email(
+            conn,
+            email=user.email,
+            name=user.display_name,
+            max_attempts=settings.jobs_max_attempts,
+        )
     return user
 
 
