@@ -16,6 +16,7 @@ from loopwise.patterns import BlockingPool, CpuPool
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.sessions import Caller, find_caller
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.exceptions import Unauthenticated
 from loopwise.service.settings import Settings
 
@@ -25,14 +26,12 @@ __all__ = [
     "Cpu",
     "CurrentUser",
     "Db",
+    "Downstreams_",
     "Hasher",
     "Pool",
     "Settings_",
     "Timezones",
 ]
-from loopwise.service.downstreams import Downstreams
-
-__all__ = ["Db", "Downstreams_", "Pool", "Settings_"]
 
 
 def _db(request: Request) -> Database:

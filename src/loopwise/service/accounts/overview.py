@@ -10,18 +10,20 @@ own timeout and fallback, and the parts that fell back are named in ``degraded``
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from loopwise.patterns import Branch, DeadlineExceeded, fan_out, required
+from loopwise.patterns import Branch, DeadlineExceeded, fan_out, optional, required
 from loopwise.service.accounts.orders import Order
 from loopwise.service.accounts.preferences import Preferences
 from loopwise.service.accounts.sessions import Caller
 from loopwise.service.accounts.users import User
-from loopwise.service.deps import CurrentUser, Pool, Settings_
+from loopwise.service.deps import CurrentUser, Downstreams_, Pool, Settings_
+from loopwise.service.downstreams import LoyaltyPoints, Part, Shipment
 from loopwise.service.exceptions import Unavailable
 
 __all__ = ["Overview", "router"]
@@ -42,6 +44,8 @@ class Overview(BaseModel):
     profile: User
     recent_orders: list[Order]
     preferences: Preferences
+    loyalty: LoyaltyPoints | None
+    shipments: list[Shipment]
     degraded: list[str]
 
 
@@ -79,20 +83,48 @@ async def _load_stored(pool: asyncpg.Pool, caller: Caller) -> _Stored:
     "/users/me/overview",
     responses={503: {"description": "A required part missed the request's deadline."}},
 )
-async def read_overview(caller: CurrentUser, pool: Pool, settings: Settings_) -> Overview:
+async def read_overview(
+    caller: CurrentUser, pool: Pool, settings: Settings_, downstreams: Downstreams_
+) -> Overview:
     """Everything about you at once; optional parts that fail are listed in `degraded`."""
-    stored = required("stored", lambda: _load_stored(pool, caller))
-    # Downstream services (loyalty, shipments) join here as `optional(...)` branches with
-    # a fallback each, and as fields of `Overview`.
-    branches: list[Branch[Any]] = [stored]
+    orders_known: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
+
+    async def load_stored() -> _Stored:
+        loaded = await _load_stored(pool, caller)
+        orders_known.set_result(loaded)
+        return loaded
+
+    async def load_shipments() -> Part[list[Shipment]]:
+        # Needs the recent orders' ids, so it starts when the (fast) database branch ends,
+        # while loyalty is already on the wire. If that branch fails, fan_out cancels this.
+        stored = await orders_known
+        return await downstreams.shipments([order.id for order in stored.recent_orders])
+
+    failed: Part[Any] = Part(None, degraded=True, reason="failed")
+    stored = required("stored", load_stored)
+    loyalty = optional("loyalty", lambda: downstreams.loyalty(caller.id), fallback=failed)
+    no_shipments: Part[list[Shipment]] = Part([], degraded=True, reason="failed")
+    shipments = optional("shipments", load_shipments, fallback=no_shipments)
+    branches: list[Branch[Any]] = [stored, loyalty, shipments]
     try:
         result = await fan_out(*branches, within=settings.overview_deadline)
     except DeadlineExceeded:
         raise Unavailable("The overview could not be gathered in time.", retry_after=1) from None
     parts = result.get_value(stored)
+    loyalty_part = result.get_value(loyalty)
+    shipments_part = result.get_value(shipments)
+    # A downstream call that fell back inside its own timeout returns normally, degraded;
+    # one that raised was caught by fan_out: either way its name is listed once.
+    degraded = [
+        branch.name
+        for branch, part in ((loyalty, loyalty_part), (shipments, shipments_part))
+        if part.degraded or branch.name in result.degraded
+    ]
     return Overview(
         profile=User.of(caller),
         recent_orders=parts.recent_orders,
         preferences=parts.preferences or Preferences(),
-        degraded=list(result.degraded),
+        loyalty=loyalty_part.value,
+        shipments=shipments_part.value,
+        degraded=degraded,
     )

@@ -110,9 +110,7 @@ async def create_user(conn: Connection, email: str, display_name: str, password_
     status_code=status.HTTP_201_CREATED,
     responses={409: {"description": "The email is taken."}},
 )
-async def register(
-    body: Registration, pool: Pool, passwords: Hasher, settings: Settings_
-) -> User:
+async def register(body: Registration, pool: Pool, passwords: Hasher, settings: Settings_) -> User:
     """Create an account; its welcome email is sent in the background, and never lost.
 
     The password is hashed with argon2id off the event loop. The user row and the welcome
