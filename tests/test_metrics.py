@@ -174,3 +174,31 @@ async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) 
         await server.wait()
     count = "loopwise_http_request_duration_seconds_count"
     assert value(text, count, method="GET", route="/healthz", status="200") == 10
+
+
+async def test_metrics_cover_jobs_and_downstreams(settings: Settings) -> None:
+    """/metrics reports the job queue by state, the worker, and each downstream's state."""
+    from loopwise.sim import SimConfig, create_sim_app
+    from tests.servers import serve_asgi
+
+    async with serve_asgi(create_sim_app(SimConfig(latency_ms=0))) as sim_url:
+        app = create_app(settings.model_copy(update={"loyalty_url": sim_url}))
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"email": "m@example.com", "password": "correct horse", "display_name": "M"}
+                assert (await client.post("/register", json=body)).status_code == 201
+                login = await client.post(
+                    "/login", json={"email": body["email"], "password": body["password"]}
+                )
+                auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                overview = await client.get("/users/me/overview", headers=auth)
+                assert overview.json()["degraded"] == []
+                text = (await client.get("/metrics")).text
+    jobs = sum(value(text, "loopwise_jobs", state=s) for s in ("queued", "running", "done"))
+    assert jobs == 1
+    assert value(text, "loopwise_jobs", state="dead") == 0
+    assert value(text, "loopwise_downstream_circuit", downstream="loyalty", state="closed") == 1
+    assert value(text, "loopwise_downstream_circuit", downstream="loyalty", state="open") == 0
+    assert value(text, "loopwise_downstream_admitted_total", downstream="loyalty") == 1
+    assert ("loopwise_jobs_running", frozenset()) in samples(text)

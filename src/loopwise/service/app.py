@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream (issue 5).
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
+            metrics.track_downstreams(downstreams.stats)
             # Jobs: best-effort work drains after the worker; the worker stops before the pool.
             background = await stack.enter_async_context(
                 BackgroundWork(grace=settings.shutdown_grace)
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
                 worker = await stack.enter_async_context(
                     Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
                 )
+                metrics.track_job_worker(worker.stats)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,

@@ -6,6 +6,11 @@
     loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
     loopwise_offload_{rejected,completed}_total{pool}
     loopwise_db_pool_{max,size,idle}                                asyncpg connections
+    loopwise_downstream_circuit{downstream,state}                   1 for the breaker's state
+    loopwise_downstream_{in_use,waiting}{downstream}                per-host limit saturation
+    loopwise_downstream_{admitted,rejected,retries,retries_denied}_total{downstream}
+    loopwise_jobs{state}                                            the queue, from PostgreSQL
+    loopwise_jobs_running, loopwise_jobs_{completed,retried,dead}_total   this worker's
 
 Main port, not a separate one: it is one listener per instance to run and secure, and a
 scrape crosses the same event loop as the traffic, so a stalled loop also shows as a slow
@@ -24,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Protocol, Self
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CollectorRegistry,
@@ -39,8 +45,15 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from starlette.types import Scope
 
-from loopwise.patterns import DEFAULT_LAG_BUCKETS, LagStats, PoolStats
+from loopwise.patterns import (
+    DEFAULT_LAG_BUCKETS,
+    CircuitState,
+    DownstreamStats,
+    LagStats,
+    PoolStats,
+)
 from loopwise.service.db import Database
+from loopwise.service.jobs import WorkerStats, count_by_state
 
 __all__ = ["Metrics", "router"]
 
@@ -103,6 +116,43 @@ class Metrics:
         self._db_max = gauge("loopwise_db_pool_max", "Most connections the pool may open.")
         self._db_size = gauge("loopwise_db_pool_size", "Connections open.")
         self._db_idle = gauge("loopwise_db_pool_idle", "Connections open and idle.")
+        self._circuit = gauge(
+            "loopwise_downstream_circuit",
+            "1 for each breaker's current state.",
+            ("downstream", "state"),
+        )
+        self._ds_in_use = gauge("loopwise_downstream_in_use", "Calls in flight.", ("downstream",))
+        self._ds_waiting = gauge(
+            "loopwise_downstream_waiting", "Calls waiting for a slot.", ("downstream",)
+        )
+        self._ds_counters = {
+            what: Counter(f"loopwise_downstream_{what}", doc, ["downstream"], registry=r)
+            for what, doc in (
+                ("admitted", "Calls let through the limits."),
+                ("rejected", "Calls refused by the limits or an open breaker."),
+                ("retries", "Retries made."),
+                ("retries_denied", "Retries the retry budget refused."),
+            )
+        }
+        # The queue is one table for every process: the scraped worker's reading is the truth.
+        self._jobs = Gauge(
+            "loopwise_jobs",
+            "Jobs by state.",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self._jobs_running = gauge("loopwise_jobs_running", "Jobs this process is running.")
+        self._job_counters = {
+            what: Counter(f"loopwise_jobs_{what}", doc, registry=r)
+            for what, doc in (
+                ("completed", "Jobs this process completed."),
+                ("retried", "Attempts that failed and were scheduled again."),
+                ("dead", "Jobs that ran out of attempts."),
+            )
+        }
+        self._downstreams: Callable[[], Mapping[str, DownstreamStats]] | None = None
+        self._job_worker: Callable[[], WorkerStats] | None = None
         self._pools: dict[str, Callable[[], PoolStats]] = {}
         self._databases: list[Database] = []
         self._watchdog: Callable[[], LagStats] | None = None
@@ -135,8 +185,29 @@ class Metrics:
     def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
         self._watchdog = stats
 
+    def track_downstreams(self, stats: Callable[[], Mapping[str, DownstreamStats]]) -> None:
+        self._downstreams = stats
+
+    def track_job_worker(self, stats: Callable[[], WorkerStats]) -> None:
+        self._job_worker = stats
+
+    async def refresh_queue(self) -> None:
+        """Read the job counts from PostgreSQL, within a second; stale beats no answer."""
+        for db in self._databases:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError, asyncpg.PostgresError):
+                async with asyncio.timeout(1.0):
+                    counts = await count_by_state(db.pool)
+                for state, count in counts.items():
+                    self._jobs.labels(state).set(count)
+
     def refresh(self) -> None:
         """Copy the tracked sources' current state into the metrics."""
+        self._refresh_downstreams()
+        if self._job_worker is not None:
+            worker = self._job_worker()
+            self._jobs_running.set(worker.running)
+            for what in ("completed", "retried", "dead"):
+                self._advance(self._job_counters[what], ("jobs", what), getattr(worker, what))
         for name, read in self._pools.items():
             stats = read()
             self._workers.labels(name).set(stats.max_workers)
@@ -153,6 +224,25 @@ class Metrics:
                 self._db_max.set(pool.get_max_size())
                 self._db_size.set(pool.get_size())
                 self._db_idle.set(pool.get_idle_size())
+
+    def _refresh_downstreams(self) -> None:
+        if self._downstreams is None:
+            return
+        for name, stats in self._downstreams().items():
+            for state in CircuitState:
+                self._circuit.labels(name, state.value).set(stats.breaker.state is state)
+            keys = stats.limits.keys.values()
+            self._ds_in_use.labels(name).set(sum(k.in_use for k in keys))
+            self._ds_waiting.labels(name).set(sum(k.waiting for k in keys))
+            totals = {
+                "admitted": stats.limits.admitted,
+                "rejected": stats.limits.rejected + stats.breaker.rejected,
+                "retries": stats.retry_budget.retries,
+                "retries_denied": stats.retry_budget.denied,
+            }
+            for what, total in totals.items():
+                counter = self._ds_counters[what].labels(name)
+                self._advance(counter, (f"downstream_{what}", name), total)
 
     def _advance(self, counter: Counter, key: tuple[str, str], total: float) -> None:
         gained = total - self._seen.get(key, 0)
@@ -205,5 +295,6 @@ class Metrics:
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     app_metrics: Metrics = request.state.metrics
+    await app_metrics.refresh_queue()
     body, content_type = app_metrics.render(request.headers.get("accept", ""))
     return Response(body, headers={"content-type": content_type})
