@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
+from asgi_lifespan import LifespanManager
 
+from loopwise.service.app import create_app
+from loopwise.service.settings import Settings
 from tests.pg import database_name
 
 
@@ -87,3 +90,25 @@ async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
 
     streamed = await client.post("/healthz", content=chunks())
     assert streamed.status_code in (405, 413)
+
+
+async def test_unexpected_error_is_a_bare_500(settings: Settings) -> None:
+    """A crash in a handler answers a bare problem+json 500: no trace, no exception text."""
+    application = create_app(settings)
+
+    async def crash() -> None:
+        raise RuntimeError("SELECT secret FROM internals")
+
+    application.add_api_route("/_crash", crash)
+    async with LifespanManager(application) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/_crash")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+    }
+    assert "secret" not in response.text

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from loopwise.patterns import BlockingPool, PatternError
 from loopwise.service.exceptions import ServiceError
 from loopwise.service.logs import get_logger
 
@@ -78,8 +79,22 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    _log.error("unhandled_exception", path=request.url.path, exc_info=exc)
+    # Rendering a traceback reads the source files of every frame (linecache): file I/O
+    # that must not run on the loop, so the log line is written on the blocking pool.
+    # If that pool is missing or full, log without the traceback rather than block.
+    blocking: BlockingPool | None = getattr(request.state, "blocking", None)
+    path = request.url.path
+    try:
+        if blocking is None:
+            raise LookupError("no blocking pool")
+        await blocking.run(_log_with_traceback, path, exc)
+    except (LookupError, PatternError):
+        _log.error("unhandled_exception", path=path, error=type(exc).__name__)
     return problem_response(500)
+
+
+def _log_with_traceback(path: str, exc: Exception) -> None:
+    _log.error("unhandled_exception", path=path, exc_info=exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
