@@ -25,6 +25,7 @@ from loopwise.patterns.exceptions import (
 )
 from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
 from loopwise.patterns.fetch import Outcome, fetch_all, stream_all
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.patterns.limits import KeyedLimits, KeyStats, LimitsStats
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
 from loopwise.patterns.outbound import Downstream, DownstreamStats
@@ -69,6 +70,7 @@ __all__ = [
     "PatternError",
     "PoolSaturated",
     "PoolStats",
+    "ResourceState",
     "RetryBudget",
     "RetryBudgetStats",
     "RetryOn",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from loopwise.patterns.exceptions import (
     DownstreamUnreachable,
     LimitTimeout,
 )
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.patterns.limits import KeyedLimits, LimitsStats
 from loopwise.patterns.retries import RetryBudget, RetryBudgetStats, RetryPolicy
 
@@ -58,12 +58,6 @@ __all__ = ["IDEMPOTENT_METHODS", "RETRYABLE_STATUSES", "Downstream", "Downstream
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-
-
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +148,15 @@ class Downstream:
             "follow_redirects": False,  # a redirect from a downstream is an answer, not a hop
         }
         self._client: httpx.AsyncClient | None = None
-        self._state = _State.UNOPENED
+        self._state = ResourceState.UNOPENED
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.UNOPENED:
+        if self._state is not ResourceState.UNOPENED:
             raise ClosedResource(
                 self.name, f"Cannot reopen downstream {self.name!r} once opened or closed."
             )
         self._client = httpx.AsyncClient(**self._client_args)
-        self._state = _State.OPENED
+        self._state = ResourceState.OPENED
         return self
 
     async def __aexit__(
@@ -175,7 +169,7 @@ class Downstream:
 
     async def aclose(self) -> None:
         """Close the client and its connections. Idempotent; the downstream stays closed."""
-        client, self._client, self._state = self._client, None, _State.CLOSED
+        client, self._client, self._state = self._client, None, ResourceState.CLOSED
         if client is not None:
             await client.aclose()
 
@@ -207,7 +201,7 @@ class Downstream:
             DownstreamUnreachable: connect or transport failure, after retries.
             ClosedResource: used before ``async with`` or after closing.
         """
-        if self._state is not _State.OPENED or self._client is None:
+        if self._state is not ResourceState.OPENED or self._client is None:
             raise ClosedResource(
                 self.name, f"downstream {self.name!r} is {self._state.name.lower()}"
             )

@@ -12,7 +12,6 @@ stopped by PostgreSQL itself, not only abandoned by the client.
 from __future__ import annotations
 
 import contextlib
-import enum
 import re
 import sys
 import warnings
@@ -24,6 +23,7 @@ from typing import Self
 import asyncpg
 import asyncpg.pool
 
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.service.settings import Settings
 
 __all__ = ["ClosedDatabase", "Connection", "Database", "EmbeddedUnavailable", "embedded_postgres"]
@@ -31,12 +31,6 @@ __all__ = ["ClosedDatabase", "Connection", "Database", "EmbeddedUnavailable", "e
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
 
 
 class ClosedDatabase(RuntimeError):
@@ -61,7 +55,7 @@ class Database:
         self._max_size = max_size
         self._statement_timeout = statement_timeout
         self._pool: asyncpg.Pool | None = None
-        self._state = _State.UNOPENED
+        self._state = ResourceState.UNOPENED
 
     @classmethod
     def from_settings(cls, settings: Settings, dsn: str) -> Database:
@@ -75,12 +69,12 @@ class Database:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._state is not _State.OPENED or self._pool is None:
+        if self._state is not ResourceState.OPENED or self._pool is None:
             raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
         return self._pool
 
     async def open(self) -> None:
-        if self._state is not _State.UNOPENED:
+        if self._state is not ResourceState.UNOPENED:
             raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
         self._pool = await asyncpg.create_pool(
             self.dsn,
@@ -98,12 +92,12 @@ class Database:
                 ),
             },
         )
-        self._state = _State.OPENED
+        self._state = ResourceState.OPENED
 
     async def aclose(self) -> None:
-        if self._state is _State.OPENED and self._pool is not None:
+        if self._state is ResourceState.OPENED and self._pool is not None:
             await self._pool.close()
-        self._state = _State.CLOSED
+        self._state = ResourceState.CLOSED
 
     async def __aenter__(self) -> Self:
         await self.open()

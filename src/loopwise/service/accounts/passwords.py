@@ -14,7 +14,6 @@ bound.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -25,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from pydantic import AfterValidator, Field
 
 from loopwise.patterns.exceptions import Saturated
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.patterns.offload import BlockingPool
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.settings import Settings
@@ -57,12 +57,6 @@ class ClosedPasswords(RuntimeError):
     """The hasher was used before it was opened or after it was closed."""
 
 
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
-
-
 class Passwords:
     """argon2id hashing and verification on a bounded thread pool (an async resource)."""
 
@@ -84,7 +78,7 @@ class Passwords:
         self._pool = BlockingPool("argon2", max_workers=workers, max_queue=queue)
         self._stack = AsyncExitStack()
         self._dummy_hash: str | None = None
-        self._state = _State.UNOPENED
+        self._state = ResourceState.UNOPENED
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -134,7 +128,7 @@ class Passwords:
             return True
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._state is not _State.OPENED:
+        if self._state is not ResourceState.OPENED:
             raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
         try:
             return await self._pool.run(fn, *args, **kwargs)
@@ -145,21 +139,21 @@ class Passwords:
             ) from None
 
     def _require_dummy(self) -> str:
-        if self._state is not _State.OPENED or self._dummy_hash is None:
+        if self._state is not ResourceState.OPENED or self._dummy_hash is None:
             raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
         return self._dummy_hash
 
     async def open(self) -> None:
-        if self._state is not _State.UNOPENED:
+        if self._state is not ResourceState.UNOPENED:
             raise ClosedPasswords("Cannot reopen a password hasher once opened or closed.")
         await self._stack.enter_async_context(self._pool)
-        self._state = _State.OPENED
+        self._state = ResourceState.OPENED
         # Hashed once at start-up, off the loop, with the configured parameters, so that a
         # login for an unknown email costs exactly what a wrong password costs.
         self._dummy_hash = await self.hash("loopwise-no-such-user")
 
     async def aclose(self) -> None:
-        self._state = _State.CLOSED
+        self._state = ResourceState.CLOSED
         await self._stack.aclose()
 
     async def __aenter__(self) -> Self:

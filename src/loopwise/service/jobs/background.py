@@ -12,13 +12,13 @@ seconds before cancelling the rest.
 from __future__ import annotations
 
 import asyncio
-import enum
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVarTuple, Unpack
 
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.service.logs import get_logger
 
 __all__ = ["BackgroundStats", "BackgroundWork", "ClosedBackgroundWork"]
@@ -30,12 +30,6 @@ _log = get_logger("loopwise.background")
 
 class ClosedBackgroundWork(RuntimeError):
     """Work was spawned before start or after shutdown began."""
-
-
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +47,7 @@ class BackgroundWork:
         if grace < 0:
             raise ValueError(f"`grace` must not be negative, got {grace}")
         self._grace = grace
-        self._state = _State.UNOPENED
+        self._state = ResourceState.UNOPENED
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._completed = self._failed = self._cancelled = 0
@@ -67,7 +61,7 @@ class BackgroundWork:
         Raises:
             ClosedBackgroundWork: before ``__aenter__`` or once shutdown has begun.
         """
-        if self._state is not _State.OPENED:
+        if self._state is not ResourceState.OPENED:
             raise ClosedBackgroundWork(f"cannot spawn {name!r}: background work is closed")
         task = self._tg.create_task(self._guard(func, args, name), name=name)
         self._tasks.add(task)
@@ -94,10 +88,10 @@ class BackgroundWork:
             self._completed += 1
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.UNOPENED:
+        if self._state is not ResourceState.UNOPENED:
             raise ClosedBackgroundWork("Cannot reopen background work once it has been opened.")
         await self._tg.__aenter__()
-        self._state = _State.OPENED
+        self._state = ResourceState.OPENED
         return self
 
     async def __aexit__(
@@ -110,10 +104,10 @@ class BackgroundWork:
 
     async def aclose(self) -> None:
         """Refuse new work, wait ``grace`` seconds for running tasks, cancel the rest."""
-        if self._state is not _State.OPENED:
-            self._state = _State.CLOSED
+        if self._state is not ResourceState.OPENED:
+            self._state = ResourceState.CLOSED
             return
-        self._state = _State.CLOSED
+        self._state = ResourceState.CLOSED
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._grace)
         for task in list(self._tasks):

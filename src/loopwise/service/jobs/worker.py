@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import secrets
 import socket
@@ -30,6 +29,7 @@ import asyncpg
 
 from loopwise.patterns.deadlines import deadline
 from loopwise.patterns.exceptions import DeadlineExceeded
+from loopwise.patterns.lifecycle import ResourceState
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.admin import prune_finished
 from loopwise.service.jobs.queue import Job, JobState
@@ -50,12 +50,6 @@ class PermanentJobError(Exception):
 
 class ClosedWorker(RuntimeError):
     """The worker was started twice, or used after it was closed."""
-
-
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +110,7 @@ class Worker:
         self._poll, self._grace = poll_interval, grace
         self._backoff = (backoff_base, backoff_max)
         self._prune_after, self._prune_every = prune_after, prune_every
-        self._state = _State.UNOPENED
+        self._state = ResourceState.UNOPENED
         self._stopping = False
         self._wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
@@ -153,9 +147,9 @@ class Worker:
         )
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.UNOPENED:
+        if self._state is not ResourceState.UNOPENED:
             raise ClosedWorker("Cannot restart a worker once it has been started or closed.")
-        self._state = _State.OPENED
+        self._state = ResourceState.OPENED
         await self._tg.__aenter__()
         self._claimer = self._tg.create_task(self._claim_loop(), name="jobs-claim")
         self._services = [
@@ -177,10 +171,10 @@ class Worker:
 
     async def aclose(self) -> None:
         """Stop claiming, give running jobs ``grace`` seconds, release the rest. Idempotent."""
-        if self._state is not _State.OPENED:
-            self._state = _State.CLOSED
+        if self._state is not ResourceState.OPENED:
+            self._state = ResourceState.CLOSED
             return
-        self._state = _State.CLOSED
+        self._state = ResourceState.CLOSED
         try:
             self._stopping = True
             self._wake.set()
