@@ -14,5 +14,5 @@ else
 fi
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-automatic}"
 # Trust the system certificate store (as pip does), so proxies with their own CA work.
-export UV_NATIVE_TLS="${UV_NATIVE_TLS:-1}"
+export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
 "$UV" sync --locked --quiet
