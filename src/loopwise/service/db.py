@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import asyncpg
 import asyncpg.pool
@@ -26,7 +26,14 @@ import asyncpg.pool
 from loopwise.patterns.lifecycle import ResourceState
 from loopwise.service.settings import Settings
 
-__all__ = ["ClosedDatabase", "Connection", "Database", "EmbeddedUnavailable", "embedded_postgres"]
+__all__ = [
+    "ClosedDatabase",
+    "Connection",
+    "Database",
+    "EmbeddedUnavailable",
+    "PoolExhausted",
+    "embedded_postgres",
+]
 
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
@@ -35,6 +42,35 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 class ClosedDatabase(RuntimeError):
     """The pool was used before it was opened, or after it was closed."""
+
+
+class PoolExhausted(TimeoutError):
+    """No pooled connection freed up within ``LOOPWISE_DB_ACQUIRE_TIMEOUT``: shed, don't queue."""
+
+
+class _BoundedWaitPool(asyncpg.Pool):
+    """A pool whose every acquire, the ``fetch*``/``execute`` helpers' included, waits at
+    most ``acquire_timeout``.
+
+    asyncpg waits for a free connection forever by default; past saturation that is an
+    unbounded queue inside the process. With a bound the excess fails fast, and the
+    problem handler turns it into 503 with Retry-After.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109  # asyncpg's signature
+        try:
+            return await super()._acquire(timeout)  # type: ignore[misc]  # private, untyped
+        except TimeoutError:
+            raise PoolExhausted(
+                f"no database connection free within {timeout}s (all {self.get_max_size()} in use)"
+            ) from None
 
 
 class Database:
@@ -76,10 +112,16 @@ class Database:
     async def open(self) -> None:
         if self._state is not ResourceState.UNOPENED:
             raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
-        self._pool = await asyncpg.create_pool(
+        pool = _BoundedWaitPool(
             self.dsn,
+            acquire_timeout=self.acquire_timeout,
             min_size=self._min_size,
             max_size=self._max_size,
+            max_queries=50_000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
             # The client-side timeout is a backstop a little past the server's own.
             command_timeout=self._statement_timeout + 1.0,
             reset=_keep_session_state,
@@ -92,6 +134,7 @@ class Database:
                 ),
             },
         )
+        self._pool = await pool
         self._state = ResourceState.OPENED
 
     async def aclose(self) -> None:

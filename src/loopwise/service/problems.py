@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from loopwise.patterns import BlockingPool, PatternError
+from loopwise.service.db import PoolExhausted
 from loopwise.service.exceptions import ServiceError
 from loopwise.service.logs import get_logger
 
@@ -78,6 +79,14 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, "The request has invalid fields.", errors=errors)
 
 
+async def _on_pool_exhausted(request: Request, exc: Exception) -> Response:
+    # Every pooled connection stayed busy for LOOPWISE_DB_ACQUIRE_TIMEOUT: shed the request
+    # now rather than queue it; the client may retry shortly.
+    return problem_response(
+        503, "The service is busy; retry shortly.", headers={"Retry-After": "1"}
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Rendering a traceback reads the source files of every frame (linecache): file I/O
     # that must not run on the loop, so the log line is written on the blocking pool.
@@ -101,4 +110,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(PoolExhausted, _on_pool_exhausted)
     app.add_exception_handler(Exception, _on_unexpected)
