@@ -26,6 +26,7 @@ from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
 from loopwise.service.problems import install_problem_handlers
+from loopwise.service.proxies import TrustedProxies
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
 
@@ -103,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(accounts_router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        app.add_middleware(TrustedProxies, networks=settings.trusted_proxies)
     app.add_middleware(
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )

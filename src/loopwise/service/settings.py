@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["InvalidSettings", "Settings", "load_settings"]
@@ -54,6 +61,8 @@ class Settings(BaseSettings):
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list, max_length=64)
 
     # Never block the event loop (README: "Never block the event loop").
     watchdog_enabled: bool = True
