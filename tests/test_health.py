@@ -112,3 +112,25 @@ async def test_unexpected_error_is_a_bare_500(settings: Settings) -> None:
         "status": 500,
     }
     assert "secret" not in response.text
+
+
+async def test_405_allows_every_method_of_the_resource(client: httpx.AsyncClient) -> None:
+    """A wrong method on a resource served by two routes lists both in ``Allow``."""
+    response = await client.delete("/users/me")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, PATCH"
+
+
+async def test_openapi_documents_problem_responses(client: httpx.AsyncClient) -> None:
+    """The schema (built off the loop at start-up) says errors are problem+json, and 401
+    where a bearer token is required."""
+    schema = (await client.get("/openapi.json")).json()
+    me = schema["paths"]["/users/me"]["get"]["responses"]
+    assert {"401", "422", "503"} <= me.keys()
+    assert list(me["401"]["content"]) == ["application/problem+json"]
+    register = schema["paths"]["/register"]["post"]["responses"]
+    assert "401" not in register
+    assert register["409"]["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"
+    }
+    assert "HTTPValidationError" not in schema["components"]["schemas"]

@@ -25,7 +25,7 @@ from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
-from loopwise.service.problems import install_problem_handlers
+from loopwise.service.problems import document_problems, install_problem_handlers
 from loopwise.service.proxies import TrustedProxies
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
@@ -57,6 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track_database(db)
             revision = await blocking.run(expected_revision)
+            # Build the OpenAPI schema now: it reads source files, which has no place on
+            # the loop, and /openapi.json and the 405 handler then serve the cached copy.
+            await blocking.run(app.openapi)
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track_pool(passwords.pool)
@@ -98,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    document_problems(app)
     app.include_router(health.router)
     if settings.metrics_enabled:
         app.include_router(metrics_routes.router)
