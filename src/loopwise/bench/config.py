@@ -31,6 +31,7 @@ class BenchConfig:
     users: int = 10_000
     orders_per_user: int = 10
     logged_in_users: int = 64
+    jobs: int = 2000  # welcome emails queued for the worker throughput runs
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wrk_threads: int = 2
     scenarios: frozenset[str] | None = None  # None: every scenario
@@ -56,6 +57,7 @@ class BenchConfig:
             fanout_urls=100,
             users=1000,
             logged_in_users=8,
+            jobs=100,
             preset="quick",
         )
         return replace(preset, **overrides)  # type: ignore[arg-type]
