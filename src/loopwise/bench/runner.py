@@ -40,7 +40,7 @@ from loopwise.bench.overload import OverloadResult, run_overload
 from loopwise.bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext, Scenario
 from loopwise.bench.seed import SeedCounts, seed, user_email
 from loopwise.bench.servers import ServerProcess
-from loopwise.bench.sidecars import Sidecars
+from loopwise.bench.sidecars import Sidecars, referenced
 from loopwise.bench.storm import StormResult, run_storm
 
 __all__ = ["BENCH_PASSWORD", "BenchReport", "ScenarioResult", "run_bench"]
@@ -213,7 +213,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     run.logs.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in SCENARIOS.values() if config.wants(s.name)]
     servers = [name for name in _ORDER if any(s.server == name for s in wanted)]
-    needs_db = any(SERVERS[name].needs_tables for name in servers)
+    needs_jobs = config.wants("jobs")
+    needs_db = needs_jobs or any(SERVERS[name].needs_tables for name in servers)
     report = BenchReport(
         config={k: str(v) if isinstance(v, Path) else v for k, v in _config_dict(config).items()},
         machine={},
@@ -223,7 +224,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     with (
         MemorySampler() as memory,
         _maybe_database(config, needs_db) as dsn,
-        _maybe_sidecars(run, needs_db) as sidecars,
+        _maybe_sidecars(run, _sidecars_for(servers, config)) as sidecars,
     ):
         run.sidecars = sidecars
         report.machine = machine_facts(
@@ -255,7 +256,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
             _run_server(run, report, memory, name, dsn, env, wanted)
         if config.wants("fanout"):
             _fanout(run, report)
-        if config.wants("jobs") and dsn is not None and sidecars is not None:
+        if (
+            config.wants("jobs")
+            and dsn is not None
+            and sidecars is not None
+            and has_tables(dsn, "jobs")
+        ):
             for workers in (1, 2):
                 run.progress(f"jobs: {config.jobs:,} welcome emails, {workers} worker process(es)")
                 jobs = run_jobs(
@@ -271,13 +277,18 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     return report
 
 
+def _sidecars_for(servers: list[str], config: BenchConfig) -> set[str]:
+    wanted = referenced(SERVERS[name].env for name in servers)
+    return wanted | ({"smtp_fast"} if config.wants("jobs") else set())
+
+
 @contextlib.contextmanager
-def _maybe_sidecars(run: _Run, needed: bool) -> Iterator[Sidecars | None]:
-    if not needed:
+def _maybe_sidecars(run: _Run, wanted: set[str]) -> Iterator[Sidecars | None]:
+    if not wanted:
         yield None
         return
-    run.progress("starting the downstream simulators (50 ms, 200 ms) and SMTP sinks (1 ms, 2 s)")
-    with Sidecars(run.logs) as sidecars:
+    run.progress(f"starting {', '.join(sorted(wanted))} (downstream simulators, SMTP sinks)")
+    with Sidecars(run.logs, wanted) as sidecars:
         yield sidecars
 
 

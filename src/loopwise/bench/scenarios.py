@@ -381,6 +381,7 @@ class Comparison:
 COMPARISONS: tuple[Comparison, ...] = (
     Comparison("fastapi_hello", "asgi_hello", "framework cost (FastAPI vs bare ASGI)"),
     Comparison("floor_user_by_id", "fastapi_hello", "one pooled row read vs no I/O"),
+    Comparison("floor_user_by_id", "naive_user_by_id", "a pool vs a connection per request"),
     Comparison("user_by_id", "floor_user_by_id", "loopwise vs its floor", target=0.9),
     Comparison("user_by_id", "naive_user_by_id", "loopwise vs the seed's naive", target=15.0),
     Comparison("user_by_id", "user_by_id_no_watchdog", "watchdog on vs off", target=0.98),
