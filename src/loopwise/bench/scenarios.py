@@ -49,8 +49,6 @@ def _loopwise_env(smtp: str, **extra: str) -> tuple[tuple[str, str], ...]:
         "LOOPWISE_SMTP_HOST": "127.0.0.1",
         "LOOPWISE_SMTP_PORT": smtp,
         "LOOPWISE_SMTP_TLS": "none",
-        # The access log stays on (it is the service as shipped) but at INFO only.
-        "LOOPWISE_LOG_LEVEL": "info",
         # Enough per-process outbound slots for the overview's fan-out at full load:
         # the default (20) is sized for a downstream that must be protected.
         "LOOPWISE_LOYALTY_CONCURRENCY": "256",
