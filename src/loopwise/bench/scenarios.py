@@ -320,7 +320,7 @@ SCENARIOS: dict[str, Scenario] = {
             needs_paths=("/users/{user_id}", "/users/me/overview", "/users/me/orders"),
             needs_tokens=True,
             tags=_SERVICE,
-            rate=1000.0,
+            rate=300.0,
             paced_connections=64,
         ),
         Scenario(
@@ -339,8 +339,9 @@ SCENARIOS: dict[str, Scenario] = {
             _overview,
             needs_tokens=True,
             tags=_BASELINE,
-            rate=5.0,
-            paced_connections=8,
+            rate=2.0,
+            paced_connections=4,
+            max_connections=16,  # it serves ~7/s: more connections only build a queue
         ),
         Scenario(
             "naive_register",
