@@ -19,6 +19,9 @@ class BenchConfig:
 
     seconds: float = 10.0  # per closed-loop point
     warmup_seconds: float = 2.0
+    # After a saturating closed loop the server may still hold queued requests (argon2,
+    # the pool's acquire queue); the next measurement waits this long for them to drain.
+    settle_seconds: float = 3.0
     concurrencies: tuple[int, ...] = (16, 64, 256)
     rate: float = 2000.0  # requests/s of the constant-rate run, below saturation
     paced_seconds: float = 15.0
@@ -31,6 +34,7 @@ class BenchConfig:
     users: int = 10_000
     orders_per_user: int = 10
     logged_in_users: int = 64
+    jobs: int = 2000  # welcome emails queued for the worker throughput runs
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wrk_threads: int = 2
     scenarios: frozenset[str] | None = None  # None: every scenario
@@ -48,6 +52,7 @@ class BenchConfig:
         preset = cls(
             seconds=2.0,
             warmup_seconds=0.0,
+            settle_seconds=0.2,
             concurrencies=(32,),
             rate=200.0,
             paced_seconds=2.0,
@@ -56,6 +61,7 @@ class BenchConfig:
             fanout_urls=100,
             users=1000,
             logged_in_users=8,
+            jobs=100,
             preset="quick",
         )
         return replace(preset, **overrides)  # type: ignore[arg-type]

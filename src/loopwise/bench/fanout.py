@@ -4,7 +4,9 @@
 
 prints one JSON line: how long fetching ``count`` URLs took with ``limit`` in flight, and
 how many succeeded. The ideal is ``count / limit * delay``: 1,000 URLs at 20 ms, ten at a
-time, take 2.0 s. Implementations: ``naive``, the seed's client-per-call pattern.
+time, take 2.0 s. Implementations: ``naive``, the seed's client-per-call pattern, and
+``loopwise``, :func:`loopwise.patterns.fetch_all` through one shared ``Downstream`` whose
+per-host concurrency limit is ``limit``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,24 @@ async def _naive(url: str, count: int, limit: int) -> tuple[int, int]:
     return ok, count - ok
 
 
-_IMPLEMENTATIONS = {"naive": _naive}
+async def _loopwise(url: str, count: int, limit: int) -> tuple[int, int]:
+    from loopwise.patterns import Downstream, fetch_all
+
+    ok = failed = 0
+    async with (
+        Downstream("fanout", url, timeout=5.0, concurrency=limit) as downstream,
+        fetch_all(downstream, [f"{url}?n={n}" for n in range(count)]) as outcomes,
+    ):
+        async for outcome in outcomes:
+            if outcome.kind == "ok" and outcome.value is not None:
+                ok += outcome.value.status_code == 200
+                failed += outcome.value.status_code != 200
+            else:
+                failed += 1
+    return ok, failed
+
+
+_IMPLEMENTATIONS = {"naive": _naive, "loopwise": _loopwise}
 
 
 def run_fanout(

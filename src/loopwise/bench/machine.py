@@ -60,6 +60,6 @@ def machine_facts(wrk: str, *, postgres: str | None, workers: int) -> dict[str, 
         "packages": {name: _version(name) for name in _PACKAGES},
         "wrk": _wrk_version(wrk),
         "postgres": postgres,
-        "server": f"granian, ASGI, uvloop, {workers} worker(s), no access log",
+        "server": f"granian, ASGI, uvloop, {workers} worker(s), granian's access log off",
         "load_generator_on_same_machine": True,
     }

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import importlib
 import resource
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,13 +25,23 @@ import httpx
 from loopwise.bench.config import BenchConfig
 from loopwise.bench.database import bench_database, has_tables
 from loopwise.bench.fanout import FanoutResult, run_fanout
-from loopwise.bench.loadgen import ClosedResult, PacedResult, find_wrk, run_closed, run_paced
+from loopwise.bench.jobs import JobsResult, run_jobs
+from loopwise.bench.loadgen import (
+    ClosedResult,
+    PacedResult,
+    RequestPlan,
+    find_wrk,
+    run_closed,
+    run_paced,
+)
 from loopwise.bench.machine import machine_facts
 from loopwise.bench.memory import MemorySampler, Sample
 from loopwise.bench.overload import OverloadResult, run_overload
 from loopwise.bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext, Scenario
 from loopwise.bench.seed import SeedCounts, seed, user_email
 from loopwise.bench.servers import ServerProcess
+from loopwise.bench.sidecars import Sidecars, referenced
+from loopwise.bench.storm import StormResult, run_storm
 
 __all__ = ["BENCH_PASSWORD", "BenchReport", "ScenarioResult", "run_bench"]
 
@@ -38,7 +49,17 @@ BENCH_PASSWORD = "bench-password-1234"  # noqa: S105 -- the seeded users' known 
 
 # Enough descriptors for 4,096 client sockets in wrk plus as many in the server.
 _WANTED_FILES = 16_384
-_ORDER = ("asgi", "fastapi", "floor", "loopwise", "naive")
+_ORDER = (
+    "asgi",
+    "fastapi",
+    "floor",
+    "loopwise",
+    "loopwise_no_watchdog",
+    "loopwise_one_downstream",
+    "loopwise_slow_smtp",
+    "naive",
+    "naive_slow_smtp",
+)
 
 
 @dataclass(slots=True)
@@ -64,6 +85,8 @@ class BenchReport:
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
     overload: OverloadResult | None = None
     fanout: list[FanoutResult] = field(default_factory=list)
+    storm: StormResult | None = None
+    jobs: list[JobsResult] = field(default_factory=list)
     memory: dict[str, list[Sample]] = field(default_factory=dict)
     shutdown: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -111,14 +134,25 @@ class _Run:
         self.progress = progress
         self.context = PlanContext(password=BENCH_PASSWORD, email_of=user_email)
         self.logs = config.out_dir / "logs"
+        self.sidecars: Sidecars | None = None
 
     def measure(self, scenario: Scenario, server: ServerProcess) -> ScenarioResult:
         c = self.config
         result = ScenarioResult(scenario.name, scenario.server, scenario.title)
         plan = scenario.plan(self.context)
+        cap = scenario.max_connections or max(c.concurrencies)
+        concurrencies = sorted({min(n, cap) for n in c.concurrencies})
+        rate = min(c.rate, scenario.rate or c.rate)
+        paced_connections = min(scenario.paced_connections or c.paced_connections, 256)
+        # A slow endpoint (argon2) queues what a closed loop sends it and answers it after
+        # wrk has gone: measure its constant rate first, after a gentle warm-up.
+        slow = scenario.max_connections is not None
         if c.warmup_seconds:
-            run_closed(self.wrk, server.url, plan, connections=16, seconds=c.warmup_seconds)
-        for connections in c.concurrencies:
+            warm = 2 if slow else min(16, cap)
+            run_closed(self.wrk, server.url, plan, connections=warm, seconds=c.warmup_seconds)
+        if slow:
+            result.paced = self._paced(scenario, server, plan, rate, paced_connections)
+        for connections in concurrencies:
             closed = run_closed(
                 self.wrk,
                 server.url,
@@ -132,22 +166,34 @@ class _Run:
                 f"  {scenario.name} closed c={connections}: {closed.rps:,.0f} req/s, "
                 f"p99 {closed.latency_us.get('p99', 0) / 1000:,.1f} ms, {closed.error_count} errors"
             )
-        if scenario.paced:
-            paced = run_paced(
-                self.wrk,
-                server.url,
-                plan,
-                rate=c.rate,
-                connections=c.paced_connections,
-                seconds=c.paced_seconds,
-            )
-            result.paced = paced
-            lat = paced.latency_us
-            self.progress(
-                f"  {scenario.name} at {c.rate:,.0f} req/s: p50 {lat.get('p50', 0) / 1000:,.2f} ms "
-                f"p99 {lat.get('p99', 0) / 1000:,.2f} ms p99.9 {lat.get('p999', 0) / 1000:,.2f} ms"
-            )
+        time.sleep(c.settle_seconds)
+        if scenario.paced and not slow:
+            result.paced = self._paced(scenario, server, plan, rate, paced_connections)
         return result
+
+    def _paced(
+        self,
+        scenario: Scenario,
+        server: ServerProcess,
+        plan: RequestPlan,
+        rate: float,
+        connections: int,
+    ) -> PacedResult:
+        paced = run_paced(
+            self.wrk,
+            server.url,
+            plan,
+            rate=rate,
+            connections=connections,
+            seconds=self.config.paced_seconds,
+        )
+        lat = paced.latency_us
+        self.progress(
+            f"  {scenario.name} at {rate:,.0f} req/s: p50 {lat.get('p50', 0) / 1000:,.2f} ms "
+            f"p99 {lat.get('p99', 0) / 1000:,.2f} ms p99.9 {lat.get('p999', 0) / 1000:,.2f} ms, "
+            f"{paced.error_count} errors"
+        )
+        return paced
 
 
 @contextlib.contextmanager
@@ -168,14 +214,20 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     run.logs.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in SCENARIOS.values() if config.wants(s.name)]
     servers = [name for name in _ORDER if any(s.server == name for s in wanted)]
-    needs_db = any(SERVERS[name].needs_tables for name in servers)
+    needs_jobs = config.wants("jobs")
+    needs_db = needs_jobs or any(SERVERS[name].needs_tables for name in servers)
     report = BenchReport(
         config={k: str(v) if isinstance(v, Path) else v for k, v in _config_dict(config).items()},
         machine={},
         started_at=time.time(),
     )
     report.notes.append(f"open files limit: {files}")
-    with MemorySampler() as memory, _maybe_database(config, needs_db) as dsn:
+    with (
+        MemorySampler() as memory,
+        _maybe_database(config, needs_db) as dsn,
+        _maybe_sidecars(run, _sidecars_for(servers, config)) as sidecars,
+    ):
+        run.sidecars = sidecars
         report.machine = machine_facts(
             wrk,
             postgres="embedded (pgserver)" if config.database_url is None else "by URL",
@@ -205,8 +257,40 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
             _run_server(run, report, memory, name, dsn, env, wanted)
         if config.wants("fanout"):
             _fanout(run, report)
+        if (
+            config.wants("jobs")
+            and dsn is not None
+            and sidecars is not None
+            and has_tables(dsn, "jobs")
+        ):
+            for workers in (1, 2):
+                run.progress(f"jobs: {config.jobs:,} welcome emails, {workers} worker process(es)")
+                jobs = run_jobs(
+                    dsn,
+                    sidecars.values["smtp_fast"],
+                    jobs=config.jobs,
+                    workers=workers,
+                    log_dir=run.logs,
+                )
+                report.jobs.append(jobs)
+                run.progress(f"  {jobs.per_second:,.0f} jobs/s, {jobs.dead} dead")
         report.memory = memory.series()
     return report
+
+
+def _sidecars_for(servers: list[str], config: BenchConfig) -> set[str]:
+    wanted = referenced(SERVERS[name].env for name in servers)
+    return wanted | ({"smtp_fast"} if config.wants("jobs") else set())
+
+
+@contextlib.contextmanager
+def _maybe_sidecars(run: _Run, wanted: set[str]) -> Iterator[Sidecars | None]:
+    if not wanted:
+        yield None
+        return
+    run.progress(f"starting {', '.join(sorted(wanted))} (downstream simulators, SMTP sinks)")
+    with Sidecars(run.logs, wanted) as sidecars:
+        yield sidecars
 
 
 def _server_env(dsn: str | None) -> dict[str, str]:
@@ -235,12 +319,20 @@ def _run_server(
         run.progress(f"{server.title}: skipped, no table {', '.join(missing)}")
         return
     run.progress(f"starting {server.title} ({run.config.workers} worker(s))")
+    env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
+    if server.is_loopwise:
+        # As `loopwise serve` does with several workers: /metrics sums every worker's.
+        metrics_dir = run.logs / f"metrics-{name}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
     with ServerProcess(
         name, server.factory, workers=run.config.workers, log_dir=run.logs, env=env
     ) as process:
         memory.watch(name, process.pid)
-        paths = _paths(process.url) if any(s.needs_paths for s in mine) else set()
-        if name == "loopwise" and "/login" in paths and run.context.identities:
+        paths = _paths(process.url) if server.is_loopwise else set()
+        tokens = all(i.token for i in run.context.identities)
+        if server.is_loopwise and "/login" in paths and run.context.identities and not tokens:
             run.progress(f"logging in {len(run.context.identities)} users")
             run.context = PlanContext(
                 identities=_login(process.url, list(run.context.identities)),
@@ -261,6 +353,8 @@ def _run_server(
             report.scenarios[scenario.name] = run.measure(scenario, process)
             if run.config.overload_on == scenario.name:
                 report.overload = _overload(run, scenario, process)
+        if name == "loopwise" and run.config.wants("storm") and run.context.identities:
+            report.storm = _storm(run, process)
         memory.unwatch(name)
     report.shutdown[name] = {"seconds": process.stop_seconds, "exit_code": process.exit_code}
 
@@ -281,6 +375,34 @@ def _overload(run: _Run, scenario: Scenario, process: ServerProcess) -> Overload
     )
 
 
+def _storm(run: _Run, process: ServerProcess) -> StormResult:
+    c = run.config
+    # Half the constant rate: the reads must stay below what two cores serve while argon2
+    # takes its share, or the figure measures a queue, not the storm's interference.
+    rate = c.rate / 2
+    time.sleep(c.settle_seconds)
+    run.progress(f"registration storm beside GET /users/{{id}} at {rate:,.0f} req/s")
+    result = run_storm(
+        run.wrk,
+        process.url,
+        SCENARIOS["user_by_id"].plan(run.context),
+        SCENARIOS["register"].plan(run.context),
+        rate=rate,
+        connections=c.paced_connections,
+        storm_connections=8,
+        seconds=c.paced_seconds,
+    )
+    for label, paced, lag in (
+        ("quiet", result.quiet, result.quiet_lag),
+        ("storm", result.stormy, result.stormy_lag),
+    ):
+        run.progress(
+            f"  {label}: p99 {paced.latency_us.get('p99', 0) / 1000:,.2f} ms; loop lag "
+            f"p99 <= {lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms"
+        )
+    return result
+
+
 def _fanout(run: _Run, report: BenchReport) -> None:
     c = run.config
     run.progress(
@@ -290,7 +412,7 @@ def _fanout(run: _Run, report: BenchReport) -> None:
     target = SERVERS["asgi"]
     with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:
         url = f"{server.url}/delay/{c.fanout_delay_ms}"
-        for implementation in ("naive",):
+        for implementation in ("loopwise", "naive"):
             result = run_fanout(
                 implementation,
                 url,

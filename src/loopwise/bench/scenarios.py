@@ -27,12 +27,43 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    """An app to serve: ``factory`` is the "module:function" granian builds in each worker."""
+    """An app to serve: ``factory`` is the "module:function" granian builds in each worker.
+
+    ``env`` is added to its environment; ``{sim50}``, ``{sim200}`` (downstream simulator
+    URLs) and ``{smtp_fast}``, ``{smtp_slow}`` (SMTP sink ports) are filled in by the run.
+    """
 
     name: str
     factory: str
     title: str
     needs_tables: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_loopwise(self) -> bool:
+        return self.factory.startswith("loopwise.service.")
+
+
+def _loopwise_env(smtp: str, **extra: str) -> tuple[tuple[str, str], ...]:
+    base = {
+        "LOOPWISE_SMTP_HOST": "127.0.0.1",
+        "LOOPWISE_SMTP_PORT": smtp,
+        "LOOPWISE_SMTP_TLS": "none",
+        # Enough per-process outbound slots for the overview's fan-out at full load:
+        # the default (20) is sized for a downstream that must be protected.
+        "LOOPWISE_LOYALTY_CONCURRENCY": "256",
+        "LOOPWISE_SHIPMENTS_CONCURRENCY": "256",
+    }
+    return tuple({**base, **extra}.items())
+
+
+# The overview's budget: 100 ms for the whole request, each downstream call included.
+_BUDGET = {
+    "LOOPWISE_OVERVIEW_DEADLINE": "0.1",
+    "LOOPWISE_LOYALTY_TIMEOUT": "0.1",
+    "LOOPWISE_SHIPMENTS_TIMEOUT": "0.1",
+}
+_SERVICE_FACTORY = "loopwise.service.app:create_app_from_env"
 
 
 SERVERS: dict[str, Server] = {
@@ -47,16 +78,54 @@ SERVERS: dict[str, Server] = {
             needs_tables=("users",),
         ),
         Server(
-            "loopwise",
-            "loopwise.service.app:create_app_from_env",
-            "loopwise",
+            "loopwise_no_watchdog",
+            _SERVICE_FACTORY,
+            "loopwise, watchdog off",
             needs_tables=("users", "sessions"),
+            env=_loopwise_env("{smtp_fast}", LOOPWISE_WATCHDOG_ENABLED="false"),
+        ),
+        Server(
+            "loopwise",
+            _SERVICE_FACTORY,
+            "loopwise (loyalty 50 ms, shipments 200 ms, 100 ms budget; SMTP 1 ms)",
+            needs_tables=("users", "sessions"),
+            env=_loopwise_env(
+                "{smtp_fast}",
+                LOOPWISE_LOYALTY_URL="{sim50}",
+                LOOPWISE_SHIPMENTS_URL="{sim200}",
+                **_BUDGET,
+            ),
+        ),
+        Server(
+            "loopwise_one_downstream",
+            _SERVICE_FACTORY,
+            "loopwise (loyalty 50 ms only)",
+            needs_tables=("users", "sessions"),
+            env=_loopwise_env("{smtp_fast}", LOOPWISE_LOYALTY_URL="{sim50}", **_BUDGET),
+        ),
+        Server(
+            "loopwise_slow_smtp",
+            _SERVICE_FACTORY,
+            "loopwise (SMTP 2 s)",
+            needs_tables=("users", "sessions"),
+            env=_loopwise_env("{smtp_slow}"),
         ),
         Server(
             "naive",
             "loopwise.bench.apps.naive:create_app",
-            "seed's naive version",
+            "seed's naive version (SMTP 1 ms)",
             needs_tables=("users", "sessions"),
+            env=(
+                ("LOOPWISE_BENCH_DOWNSTREAMS", "loyalty={sim50},shipments={sim200}"),
+                ("LOOPWISE_BENCH_SMTP_PORT", "{smtp_fast}"),
+            ),
+        ),
+        Server(
+            "naive_slow_smtp",
+            "loopwise.bench.apps.naive:create_app",
+            "seed's naive version (SMTP 2 s)",
+            needs_tables=("users", "sessions"),
+            env=(("LOOPWISE_BENCH_SMTP_PORT", "{smtp_slow}"),),
         ),
     )
 }
@@ -95,6 +164,9 @@ class Scenario:
     needs_tokens: bool = False
     paced: bool = True
     tags: frozenset[str] = field(default_factory=frozenset)
+    rate: float | None = None  # the constant rate, req/s, if below the run's
+    paced_connections: int | None = None  # paced connections, if not the run's
+    max_connections: int | None = None  # closed-loop concurrency cap (slow endpoints)
 
 
 def _fixed(method: str, path: str) -> Callable[[PlanContext], RequestPlan]:
@@ -136,6 +208,19 @@ def _login(ctx: PlanContext) -> RequestPlan:
     return RequestPlan([Request("POST", "/login", header, body) for body in bodies])
 
 
+def _register(ctx: PlanContext) -> RequestPlan:
+    # "{seq}" becomes unique per request in the wrk script: every request a new account.
+    body = json.dumps(
+        {
+            "email": "new-{seq}@bench.example.com",
+            "password": ctx.password,
+            "display_name": "New user {seq}",
+        }
+    )
+    header = {"Content-Type": "application/json"}
+    return RequestPlan([Request("POST", "/register", header, body)])
+
+
 _BASELINE = frozenset({"baseline"})
 _SERVICE = frozenset({"service"})
 
@@ -163,30 +248,80 @@ SCENARIOS: dict[str, Scenario] = {
             tags=_SERVICE,
         ),
         Scenario(
+            "user_by_id_no_watchdog",
+            "loopwise_no_watchdog",
+            "GET /users/{id}, watchdog off",
+            _user_by_id,
+            needs_paths=("/users/{user_id}",),
+            needs_tokens=True,
+            paced=False,
+            tags=_SERVICE,
+        ),
+        Scenario(
             "overview",
             "loopwise",
-            "GET /users/me/overview",
+            "GET /users/me/overview (50 ms + 200 ms downstreams, 100 ms budget)",
             _overview,
             needs_paths=("/users/me/overview",),
             needs_tokens=True,
             tags=_SERVICE,
+            rate=50.0,
+            paced_connections=16,
+        ),
+        Scenario(
+            "overview_one_downstream",
+            "loopwise_one_downstream",
+            "GET /users/me/overview (one 50 ms downstream)",
+            _overview,
+            needs_paths=("/users/me/overview",),
+            needs_tokens=True,
+            tags=_SERVICE,
+            rate=50.0,
+            paced_connections=16,
         ),
         Scenario(
             "login",
             "loopwise",
-            "POST /login",
+            "POST /login (argon2id verify)",
             _login,
             needs_paths=("/login",),
             tags=_SERVICE,
+            rate=4.0,
+            paced_connections=4,
+            max_connections=16,
+        ),
+        Scenario(
+            "register",
+            "loopwise",
+            "POST /register, SMTP answering in 1 ms",
+            _register,
+            needs_paths=("/register",),
+            tags=_SERVICE,
+            rate=4.0,
+            paced_connections=4,
+            max_connections=16,
+        ),
+        Scenario(
+            "register_slow_smtp",
+            "loopwise_slow_smtp",
+            "POST /register, SMTP answering in 2 s",
+            _register,
+            needs_paths=("/register",),
+            tags=_SERVICE,
+            rate=4.0,
+            paced_connections=4,
+            max_connections=16,
         ),
         Scenario(
             "mixed",
             "loopwise",
-            "mixed: 80% reads, 15% overview, 5% writes",
+            "mixed: 80% GET /users/{id}, 15% overview, 5% POST orders",
             _mixed,
             needs_paths=("/users/{user_id}", "/users/me/overview", "/users/me/orders"),
             needs_tokens=True,
             tags=_SERVICE,
+            rate=300.0,
+            paced_connections=64,
         ),
         Scenario(
             "naive_user_by_id",
@@ -195,6 +330,7 @@ SCENARIOS: dict[str, Scenario] = {
             _user_by_id,
             needs_tokens=True,
             tags=_BASELINE,
+            rate=200.0,
         ),
         Scenario(
             "naive_overview",
@@ -203,6 +339,29 @@ SCENARIOS: dict[str, Scenario] = {
             _overview,
             needs_tokens=True,
             tags=_BASELINE,
+            rate=2.0,
+            paced_connections=4,
+            max_connections=16,  # it serves ~7/s: more connections only build a queue
+        ),
+        Scenario(
+            "naive_register",
+            "naive",
+            "POST /register: seed's naive version, SMTP 1 ms",
+            _register,
+            tags=_BASELINE,
+            rate=4.0,
+            paced_connections=4,
+            max_connections=16,
+        ),
+        Scenario(
+            "naive_register_slow_smtp",
+            "naive_slow_smtp",
+            "POST /register: seed's naive version, SMTP 2 s",
+            _register,
+            tags=_BASELINE,
+            rate=4.0,
+            paced_connections=4,
+            max_connections=16,
         ),
     )
 }
@@ -221,7 +380,11 @@ class Comparison:
 COMPARISONS: tuple[Comparison, ...] = (
     Comparison("fastapi_hello", "asgi_hello", "framework cost (FastAPI vs bare ASGI)"),
     Comparison("floor_user_by_id", "fastapi_hello", "one pooled row read vs no I/O"),
+    Comparison("floor_user_by_id", "naive_user_by_id", "a pool vs a connection per request"),
     Comparison("user_by_id", "floor_user_by_id", "loopwise vs its floor", target=0.9),
     Comparison("user_by_id", "naive_user_by_id", "loopwise vs the seed's naive", target=15.0),
+    Comparison("user_by_id", "user_by_id_no_watchdog", "watchdog on vs off", target=0.98),
     Comparison("overview", "naive_overview", "loopwise overview vs the seed's naive"),
+    Comparison("register_slow_smtp", "register", "register: SMTP 2 s vs 1 ms"),
+    Comparison("naive_register_slow_smtp", "naive_register", "naive register: SMTP 2 s vs 1 ms"),
 )

@@ -17,7 +17,7 @@ __all__ = ["SeedCounts", "seed", "user_email"]
 
 def user_email(n: int) -> str:
     """The email of the ``n``-th seeded user (1-based)."""
-    return f"user{n}@bench.loopwise.test"
+    return f"user{n}@bench.example.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class SeedCounts:
 
 _USERS = """
     INSERT INTO users (email, display_name, password_hash)
-    SELECT 'user' || g || '@bench.loopwise.test', 'Bench User ' || g, $1
+    SELECT 'user' || g || '@bench.example.com', 'Bench User ' || g, $1
     FROM generate_series(1, $2) AS g
 """
 # Spread creation times over the last year so "recent orders" is a real index walk.
@@ -56,8 +56,11 @@ _PREFERENCES = """
     INSERT INTO preferences (user_id, document)
     SELECT id, jsonb_build_object(
         'language', (ARRAY['en', 'fr', 'de', 'es'])[1 + id % 4],
-        'newsletter', id % 2 = 0,
-        'theme', (ARRAY['light', 'dark'])[1 + id % 2])
+        'timezone', (ARRAY['UTC', 'Europe/Paris', 'America/New_York'])[1 + id % 3],
+        'theme', (ARRAY['system', 'light', 'dark'])[1 + id % 3],
+        'marketing_emails', id % 2 = 0,
+        'order_updates', true,
+        'page_size', 20)
     FROM users
 """
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -46,7 +47,11 @@ class _State(enum.Enum):
 
 
 class ServerProcess:
-    """One granian server (``loopwise.bench.serve``) serving ``target`` on a free port."""
+    """One granian server (``loopwise.bench.serve``) serving ``target`` on a free port.
+
+    ``command`` runs something else instead (its ``{port}`` replaced by the port), and
+    ``ready_path=None`` waits for the port to accept connections rather than for HTTP.
+    """
 
     def __init__(
         self,
@@ -56,7 +61,8 @@ class ServerProcess:
         workers: int,
         log_dir: Path,
         env: dict[str, str] | None = None,
-        ready_path: str = "/healthz",
+        ready_path: str | None = "/healthz",
+        command: Sequence[str] | None = None,
         ready_timeout: float = 60.0,
         grace: float = 10.0,
     ) -> None:
@@ -70,6 +76,7 @@ class ServerProcess:
         self.exit_code: int | None = None
         self._env = {**os.environ, **(env or {})}
         self._ready_path = ready_path
+        self._command = command
         self._ready_timeout = ready_timeout
         self._grace = grace
         self._process: subprocess.Popen[bytes] | None = None
@@ -87,9 +94,12 @@ class ServerProcess:
             raise RuntimeError(f"server {self.name} cannot be started twice")
         self._state = _State.RUNNING
         self._log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "loopwise.bench.serve"]
-        self._process = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
-            [*command, self.target, str(self.port), str(self.workers)],
+        argv = [sys.executable, "-m", "loopwise.bench.serve"]
+        argv += [self.target, str(self.port), str(self.workers)]
+        if self._command is not None:
+            argv = [part.replace("{port}", str(self.port)) for part in self._command]
+        self._process = subprocess.Popen(  # noqa: S603 -- our own interpreter and modules
+            argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self._env,
@@ -109,17 +119,23 @@ class ServerProcess:
                         f"{self.name} exited with status {self._process.returncode} while "
                         f"starting; see {self.log_path}"
                     )
-                try:
-                    if client.get(self.url + self._ready_path).status_code < 500:
-                        return
-                except httpx.TransportError:
-                    pass
+                if self._ready(client):
+                    return
                 time.sleep(0.1)
         self.stop()
         raise ServerExited(
             f"{self.name} did not answer {self._ready_path} within "
             f"{self._ready_timeout:.0f} s; see {self.log_path}"
         )
+
+    def _ready(self, client: httpx.Client) -> bool:
+        try:
+            if self._ready_path is None:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                return True
+            return client.get(self.url + self._ready_path).status_code < 500
+        except (httpx.TransportError, OSError):
+            return False
 
     def stop(self) -> None:
         """SIGTERM the process group, wait up to the grace period, then SIGKILL. Idempotent."""

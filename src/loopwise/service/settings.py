@@ -83,6 +83,8 @@ class Settings(BaseSettings):
         default=None, ge=1, le=64, description="Unset: the cores shared by the server workers."
     )
     password_hash_queue: int = Field(default=64, ge=0, le=10_000)
+    # Linux: the hashing threads' nice value, so a burst of hashing cannot starve the loop.
+    password_hash_nice: int = Field(default=10, ge=0, le=19)
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
     # Login throttling: failures per fixed window, per account and per client address.
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)

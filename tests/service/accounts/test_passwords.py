@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 
@@ -79,3 +80,26 @@ async def test_refuses_use_after_close() -> None:
         await hasher.hash("whatever1")
     with pytest.raises(ClosedPasswords):
         await hasher.open()
+
+
+def _thread_nice_values() -> dict[int, int]:
+    """Every thread of this process by id, with its nice value (Linux /proc)."""
+    out = {}
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/stat", encoding="ascii") as stat:
+            # Fields after the command's closing parenthesis; nice is field 19 of stat.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        out[int(task)] = int(fields[16])
+    return out
+
+
+async def test_hashing_threads_yield_the_cpu_to_the_loop() -> None:
+    """Hashes run on threads with the configured nice value; the loop's thread keeps its own."""
+    loop_thread = threading.get_native_id()
+    before = await asyncio.to_thread(_thread_nice_values)
+    async with Passwords(**CHEAP, workers=1, queue=0, nice=7) as hasher:
+        await hasher.hash("correct horse")
+        during = await asyncio.to_thread(_thread_nice_values)
+    niced = {tid for tid, nice in during.items() if nice == 7 and before.get(tid) != 7}
+    assert len(niced) == 1  # the pool's one worker thread
+    assert during[loop_thread] == before[loop_thread]

@@ -13,7 +13,8 @@ faithfully rather than fixing them (/work/shared/seed: "5 Async Python Patterns"
 
 Same schema, same request and response shapes as loopwise (``/work/briefs/api.md``).
 Environment: ``LOOPWISE_BENCH_DSN`` (required); ``LOOPWISE_BENCH_DOWNSTREAMS``, a
-comma-separated list of ``name=url`` the overview calls.
+comma-separated list of ``name=url`` the overview calls (``loyalty`` and ``shipments``, the
+simulator's APIs); ``LOOPWISE_BENCH_SMTP_PORT``, the loopback SMTP server for the email.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosmtplib
 import asyncpg
 import httpx
-from fastapi import FastAPI, Header, HTTPException
+from argon2 import PasswordHasher
+from fastapi import BackgroundTasks, FastAPI, Header, HTTPException
+from pydantic import BaseModel
 
 from loopwise.bench.apps.floor import User
 
@@ -44,6 +48,16 @@ _RECENT_ORDERS = """
     WHERE user_id = $1 ORDER BY id DESC LIMIT 5
 """
 _PREFERENCES = "SELECT document FROM preferences WHERE user_id = $1"
+_INSERT_USER = """
+    INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3)
+    RETURNING id, email, display_name, created_at
+"""
+
+
+class Registration(BaseModel):
+    email: str
+    password: str
+    display_name: str
 
 
 async def resilient_fetch(url: str, timeout: float = 5.0) -> httpx.Response | None:  # noqa: ASYNC109 -- the blog's own signature
@@ -78,6 +92,8 @@ def _downstreams() -> dict[str, str]:
 def create_app() -> FastAPI:
     dsn = os.environ["LOOPWISE_BENCH_DSN"]
     downstreams = _downstreams()
+    smtp_port = int(os.environ.get("LOOPWISE_BENCH_SMTP_PORT", "25"))
+    hasher = PasswordHasher()
     # The blog's module-level `semaphore = asyncio.Semaphore(10)`, one per process,
     # built here rather than at import so the module stays importable anywhere.
     semaphore = asyncio.Semaphore(10)
@@ -125,13 +141,20 @@ def create_app() -> FastAPI:
                 document = await db.fetchval(_PREFERENCES, me["id"])
             return None if document is None else json.loads(document)
 
+        async def shipments(url: str) -> Any:
+            # The blog's fetch_all over the recent orders, each through a new client.
+            recent = await orders()
+            return await asyncio.gather(*(call(f"{url}/shipments/{o['id']}") for o in recent))
+
         async with asyncio.TaskGroup() as tg:
             orders_task = tg.create_task(orders())
             preferences_task = tg.create_task(preferences())
-            downstream_tasks = {
-                name: tg.create_task(call(f"{url}?user_id={me['id']}"))
-                for name, url in downstreams.items()
-            }
+            downstream_tasks = {}
+            if "loyalty" in downstreams:
+                url = f"{downstreams['loyalty']}/loyalty/{me['id']}"
+                downstream_tasks["loyalty"] = tg.create_task(call(url))
+            if "shipments" in downstreams:
+                downstream_tasks["shipments"] = tg.create_task(shipments(downstreams["shipments"]))
         return {
             "profile": User(**me).model_dump(mode="json"),
             "recent_orders": orders_task.result(),
@@ -139,6 +162,29 @@ def create_app() -> FastAPI:
             **{name: task.result() for name, task in downstream_tasks.items()},
             "degraded": [name for name, task in downstream_tasks.items() if task.result() is None],
         }
+
+    async def send_welcome(email: str, name: str) -> None:
+        # The blog's pattern 5: after the response, in the same process, once.
+        message = f"Subject: Welcome\r\nTo: {email}\r\n\r\nWelcome, {name}!\r\n"
+        await aiosmtplib.send(
+            message,
+            sender="naive@bench.example.com",
+            recipients=[email],
+            hostname="127.0.0.1",
+            port=smtp_port,
+            use_tls=False,
+            start_tls=False,
+        )
+
+    @app.post("/register", status_code=201)
+    async def register(body: Registration, background: BackgroundTasks) -> User:
+        # The golden rule the blog states: blocking work in asyncio.to_thread.
+        password_hash = await asyncio.to_thread(hasher.hash, body.password)
+        async with get_db() as db:
+            row = await db.fetchrow(_INSERT_USER, body.email, body.display_name, password_hash)
+        assert row is not None
+        background.add_task(send_welcome, body.email, body.display_name)
+        return User(**dict(row))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

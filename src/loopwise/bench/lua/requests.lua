@@ -6,6 +6,8 @@
 --   weight <TAB> method <TAB> path <TAB> headers ("Name: value" joined by \031) <TAB> body
 -- Each thread builds the weighted sequence once and walks it from its own offset, so
 -- every server under comparison gets the same requests in the same proportions.
+-- A body containing "{seq}" is formatted per request with a value unique to this wrk run,
+-- thread and request (e.g. a new email for every POST /register).
 --
 -- MODE "closed": wrk's own closed loop; done() prints wrk's summary as one JSON line.
 -- MODE "paced": one connection per thread (-t equals -c), each sending at a fixed rate
@@ -53,7 +55,12 @@ local function load_requests(path)
       end
       local body = f[5]
       if body ~= nil and #body == 0 then body = nil end
-      local built = wrk.format(f[2], f[3], headers, body)
+      local built
+      if body ~= nil and string.find(body, "{seq}", 1, true) then
+        built = { method = f[2], path = f[3], headers = headers, body = body }
+      else
+        built = wrk.format(f[2], f[3], headers, body)
+      end
       for _ = 1, tonumber(f[1]) do table.insert(weighted, built) end
     end
   end
@@ -77,13 +84,15 @@ function setup(thread)
 end
 
 local PACED = os.getenv("LOOPWISE_WRK_MODE") == "paced"
-local sequence, position, interval_us, due, due_now, sent_at
+local sequence, position, interval_us, due, due_now, sent_at, nonce
+local counter = 0
 hist = {}
 statuses = {}
 
 function init(args)
   sequence = load_requests(args[1])
   position = ((thread_index or 1) * 7919) % #sequence
+  nonce = string.format("%d-%d", math.floor(now_us()), thread_index or 1)
   if PACED then
     math.randomseed(thread_index or 1)
     interval_us = 1000000 / tonumber(args[2])
@@ -95,7 +104,13 @@ end
 function request()
   position = position % #sequence + 1
   if PACED then sent_at = now_us() end
-  return sequence[position]
+  local entry = sequence[position]
+  if type(entry) == "table" then
+    counter = counter + 1
+    local body = string.gsub(entry.body, "{seq}", nonce .. "-" .. counter)
+    return wrk.format(entry.method, entry.path, entry.headers, body)
+  end
+  return entry
 end
 
 -- Only paced runs define delay() and response(): wrk checks whether they exist, and
