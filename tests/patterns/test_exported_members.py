@@ -51,6 +51,7 @@ def test_package_exports_are_pinned() -> None:
     assert sorted(loopwise.patterns.__all__) == sorted(
         [
             "DEFAULT_LAG_BUCKETS",
+            "AsyncResource",
             "Attempt",
             "BlockingPool",
             "Branch",

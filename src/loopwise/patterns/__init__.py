@@ -25,7 +25,7 @@ from loopwise.patterns.exceptions import (
 )
 from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
 from loopwise.patterns.fetch import Outcome, fetch_all, stream_all
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.patterns.limits import KeyedLimits, KeyStats, LimitsStats
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
 from loopwise.patterns.outbound import Downstream, DownstreamStats
@@ -40,6 +40,7 @@ from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchd
 
 __all__ = [
     "DEFAULT_LAG_BUCKETS",
+    "AsyncResource",
     "Attempt",
     "BlockingPool",
     "Branch",

@@ -49,11 +49,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.exceptions import ClosedResource, PoolSaturated
+from loopwise.patterns.lifecycle import AsyncResource
 
 __all__ = ["BlockingPool", "CpuPool", "PoolStats"]
 
@@ -89,7 +89,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class _BoundedPool:
+class _BoundedPool(AsyncResource):
     """The bounds, queue, stats and lifecycle both pools share; calls run on its threads."""
 
     def __init__(self, name: str, *, max_workers: int, max_queue: int) -> None:
@@ -236,14 +236,6 @@ class _BoundedPool:
     async def __aenter__(self) -> Self:
         self._check_open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class BlockingPool(_BoundedPool):

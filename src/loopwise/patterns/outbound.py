@@ -34,7 +34,6 @@ import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -50,7 +49,7 @@ from loopwise.patterns.exceptions import (
     DownstreamUnreachable,
     LimitTimeout,
 )
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.patterns.limits import KeyedLimits, LimitsStats
 from loopwise.patterns.retries import RetryBudget, RetryBudgetStats, RetryPolicy
 
@@ -70,7 +69,7 @@ class DownstreamStats:
     retry_budget: RetryBudgetStats
 
 
-class Downstream:
+class Downstream(AsyncResource):
     """One downstream service: its client, limits, retries and breaker. Open it once.
 
     Args:
@@ -158,14 +157,6 @@ class Downstream:
         self._client = httpx.AsyncClient(**self._client_args)
         self._state = ResourceState.OPENED
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client and its connections. Idempotent; the downstream stays closed."""

@@ -30,12 +30,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Self
 
 import structlog
 
 from loopwise.patterns.exceptions import ClosedResource
+from loopwise.patterns.lifecycle import AsyncResource
 
 __all__ = ["DEFAULT_LAG_BUCKETS", "LagStats", "LoopWatchdog"]
 
@@ -81,7 +82,7 @@ class _Probe:
         self.acked.set()
 
 
-class LoopWatchdog:
+class LoopWatchdog(AsyncResource):
     """Watch the running loop from a thread of its own; an async context manager.
 
     Args:
@@ -154,14 +155,6 @@ class LoopWatchdog:
         thread.start()
         self._state = _State.RUNNING
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the thread and wait until it has finished; closing twice is harmless."""

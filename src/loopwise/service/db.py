@@ -17,13 +17,12 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 import asyncpg.pool
 
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.settings import Settings
 
 __all__ = [
@@ -73,7 +72,7 @@ class _BoundedWaitPool(asyncpg.Pool):
             ) from None
 
 
-class Database:
+class Database(AsyncResource):
     """One asyncpg pool: opened once, closed once, never reopened."""
 
     def __init__(
@@ -145,14 +144,6 @@ class Database:
     async def __aenter__(self) -> Self:
         await self.open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def _keep_session_state(conn: asyncpg.Connection) -> None:

@@ -17,7 +17,6 @@ import datetime as dt
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 import httpx
@@ -34,6 +33,7 @@ from loopwise.patterns import (
     stream_all,
     time_left,
 )
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
@@ -73,7 +73,7 @@ def _on_breaker_change(name: str, old: CircuitState, new: CircuitState) -> None:
     log("downstream_breaker_changed", downstream=name, old=old.value, new=new.value)
 
 
-class Downstreams:
+class Downstreams(AsyncResource):
     """The configured downstreams, opened together for the app's lifetime."""
 
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
@@ -117,14 +117,6 @@ class Downstreams:
             self._stack = stack.pop_all()
         _log.info("downstreams_opened", configured=sorted(self.stats()))
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._stack.aclose()

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Protocol, Self
 
 import asyncpg
@@ -52,6 +51,7 @@ from loopwise.patterns import (
     LagStats,
     PoolStats,
 )
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.db import Database
 from loopwise.service.jobs import WorkerStats, count_by_state
 
@@ -69,7 +69,7 @@ class _HasPoolStats(Protocol):
 _REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
 
 
-class Metrics:
+class Metrics(AsyncResource):
     """The app's metrics: created with the app, fed by its middleware and its lifespan.
 
     Sources are read when metrics are refreshed; register them as the lifespan opens them:
@@ -267,14 +267,6 @@ class Metrics:
         if self.multiprocess:
             self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop refreshing; in multiprocess mode, drop this worker's live gauges."""

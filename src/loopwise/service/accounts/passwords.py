@@ -27,7 +27,6 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Annotated, ParamSpec, Self, TypeVar
 
 import argon2
@@ -35,7 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from pydantic import AfterValidator, Field
 
 from loopwise.patterns.exceptions import Saturated
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.patterns.offload import BlockingPool
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.settings import Settings
@@ -87,7 +86,7 @@ class ClosedPasswords(RuntimeError):
     """The hasher was used before it was opened or after it was closed."""
 
 
-class Passwords:
+class Passwords(AsyncResource):
     """argon2id hashing and verification on a bounded thread pool (an async resource)."""
 
     def __init__(
@@ -192,11 +191,3 @@ class Passwords:
     async def __aenter__(self) -> Self:
         await self.open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

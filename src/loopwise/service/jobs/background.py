@@ -15,10 +15,9 @@ import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self, TypeVarTuple, Unpack
 
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.logs import get_logger
 
 __all__ = ["BackgroundStats", "BackgroundWork", "ClosedBackgroundWork"]
@@ -40,7 +39,7 @@ class BackgroundStats:
     cancelled: int
 
 
-class BackgroundWork:
+class BackgroundWork(AsyncResource):
     """A task group owned by the app for fire-and-forget work, drained on shutdown."""
 
     def __init__(self, *, grace: float = 5.0) -> None:
@@ -93,14 +92,6 @@ class BackgroundWork:
         await self._tg.__aenter__()
         self._state = ResourceState.OPENED
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Refuse new work, wait ``grace`` seconds for running tasks, cancel the rest."""

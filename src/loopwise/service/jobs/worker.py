@@ -22,14 +22,13 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self, TypeVar
 
 import asyncpg
 
 from loopwise.patterns.deadlines import deadline
 from loopwise.patterns.exceptions import DeadlineExceeded
-from loopwise.patterns.lifecycle import ResourceState
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.admin import prune_finished
 from loopwise.service.jobs.queue import Job, JobState
@@ -64,7 +63,7 @@ class WorkerStats:
     released: int
 
 
-class Worker:
+class Worker(AsyncResource):
     """Runs jobs of the kinds in ``handlers`` under leases, timeouts and bounded concurrency.
 
     Args:
@@ -160,14 +159,6 @@ class Worker:
             self._services.append(self._tg.create_task(self._listen_loop(), name="jobs-listen"))
         _log.info("worker_started", owner=self.owner, concurrency=self._concurrency)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop claiming, give running jobs ``grace`` seconds, release the rest. Idempotent."""
