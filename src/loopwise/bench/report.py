@@ -138,13 +138,26 @@ def markdown(report: BenchReport) -> str:
         lines += ["## Not measured in this run", ""]
         lines += [f"- {r.title}: {r.skipped}" for r in skipped]
         lines.append("")
-    lines += ["## Memory (RSS per server, MiB: first → peak → last sample)", ""]
+    lines += [
+        "## Memory (RSS, MiB: first → peak → last sample)",
+        "",
+        "| server | all processes | per process (main, then each worker) |",
+        "|---|---|---|",
+    ]
     for name, samples in report.memory.items():
         if samples:
             totals = [sum(s.values()) / 2**20 for _, s in samples]
-            lines.append(f"- {name}: {totals[0]:.0f} → {max(totals):.0f} → {totals[-1]:.0f}")
+            per = " · ".join(
+                _trend([s[label] / 2**20 for _, s in samples if label in s])
+                for label in samples[-1][1]
+            )
+            lines.append(f"| {name} | {_trend(totals)} | {per} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _trend(values: list[float]) -> str:
+    return f"{values[0]:.0f} → {max(values):.0f} → {values[-1]:.0f}" if values else "-"
 
 
 def _target_rows(report: BenchReport) -> list[str]:
