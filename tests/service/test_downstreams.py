@@ -99,7 +99,8 @@ async def test_dead_and_slow_downstreams_fall_back_on_time(
     loop = asyncio.get_running_loop()
     async with Downstreams.from_settings(settings) as downstreams:
         started = loop.time()
-        async with deadline(0.15), asyncio.TaskGroup() as group:
+        # 0.5 s, not less: on a loaded machine even a refused connect has taken 140 ms.
+        async with deadline(0.5), asyncio.TaskGroup() as group:
             loyalty = group.create_task(downstreams.loyalty(1))
             shipments = group.create_task(downstreams.shipments([1, 2, 3]))
         elapsed = loop.time() - started
@@ -107,7 +108,7 @@ async def test_dead_and_slow_downstreams_fall_back_on_time(
     assert "DownstreamUnreachable" in (loyalty.result().reason or "")
     assert shipments.result().degraded
     assert shipments.result().value == []
-    assert elapsed < 0.15 + 0.05, elapsed
+    assert elapsed < 0.5 + 0.05, elapsed
 
 
 async def test_own_timeout_bounds_each_downstream(
