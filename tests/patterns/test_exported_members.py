@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 
 import loopwise.patterns
-from loopwise.patterns import (
-    breaker,
-    clock,
-    deadlines,
-    exceptions,
-    fanout,
-    fetch,
-    lifecycle,
-    limits,
-    offload,
-    outbound,
-    retries,
-    watchdog,
-)
+from loopwise.patterns import outbound
 
-_MODULES = (
-    breaker,
-    clock,
-    deadlines,
-    exceptions,
-    fanout,
-    fetch,
-    lifecycle,
-    limits,
-    offload,
-    outbound,
-    retries,
-    watchdog,
+# Every module of the package, found rather than listed: a new one is checked too.
+_MODULES = tuple(
+    importlib.import_module(f"loopwise.patterns.{info.name}")
+    for info in pkgutil.iter_modules(loopwise.patterns.__path__)
+    if not info.name.startswith("_")
 )
 
 
