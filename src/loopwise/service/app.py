@@ -18,6 +18,7 @@ from loopwise.service import metrics as metrics_routes
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import router as accounts_router
+from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
@@ -63,6 +64,12 @@ def create_app(settings: Settings) -> FastAPI:
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track_pool(passwords.pool)
+            sessions = await stack.enter_async_context(
+                SessionCache(
+                    dsn, ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+                )
+            )
+            metrics.track_session_cache(sessions.stats)
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream (issue 5).
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
@@ -87,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
                 watchdog=watchdog,
                 metrics=metrics,
                 passwords=passwords,
+                sessions=sessions,
                 timezones=timezones,
                 downstreams=downstreams,
                 background=background,

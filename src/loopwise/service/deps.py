@@ -14,7 +14,8 @@ from fastapi.security import HTTPBearer
 
 from loopwise.patterns import BlockingPool, CpuPool
 from loopwise.service.accounts.passwords import Passwords
-from loopwise.service.accounts.sessions import Caller, find_caller
+from loopwise.service.accounts.session_cache import SessionCache
+from loopwise.service.accounts.sessions import Caller
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.exceptions import Unauthenticated
@@ -29,6 +30,7 @@ __all__ = [
     "Downstreams_",
     "Hasher",
     "Pool",
+    "Sessions",
     "Settings_",
     "Timezones",
 ]
@@ -68,6 +70,11 @@ Blocking = Annotated[BlockingPool, Depends(_blocking)]  # await blocking.run(fn,
 Cpu = Annotated[CpuPool, Depends(_cpu)]  # await cpu.run(fn, ...)
 
 
+def _sessions(request: Request) -> SessionCache:
+    sessions: SessionCache = request.state.sessions
+    return sessions
+
+
 def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.state.passwords
     return passwords
@@ -83,11 +90,12 @@ def _client_address(request: Request) -> str:
 
 
 class _SessionBearer(HTTPBearer):
-    """The caller behind ``Authorization: Bearer <token>``, in one query.
+    """The caller behind ``Authorization: Bearer <token>``: from memory, or one query.
 
     A subclass of FastAPI's ``HTTPBearer`` so the OpenAPI schema (and /docs' Authorize
     button) describes the scheme, while the lookup stays a single dependency: the
-    hottest routes pay for one header parse and one fused session+user query, nothing else.
+    hottest routes pay for one header parse and a session-cache lookup (one fused
+    session+user query on a miss), nothing else.
     """
 
     def __init__(self) -> None:
@@ -99,7 +107,8 @@ class _SessionBearer(HTTPBearer):
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("A bearer token is required.")
         db: Database = request.state.db
-        caller = await find_caller(db.pool, token.strip())
+        sessions: SessionCache = request.state.sessions
+        caller = await sessions.find_caller(db.pool, token.strip())
         if caller is None:
             raise Unauthenticated("The token is invalid, expired or revoked.")
         return caller
@@ -112,4 +121,5 @@ Hasher = Annotated[Passwords, Depends(_passwords)]
 Timezones = Annotated[frozenset[str], Depends(_timezones)]
 ClientAddress = Annotated[str, Depends(_client_address)]
 CurrentUser = Annotated[Caller, Depends(_SessionBearer())]
+Sessions = Annotated[SessionCache, Depends(_sessions)]  # sessions.forget_session(hash) ...
 Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]

@@ -11,6 +11,8 @@
     loopwise_downstream_{admitted,rejected,retries,retries_denied}_total{downstream}
     loopwise_jobs{state}                                            the queue, from PostgreSQL
     loopwise_jobs_running, loopwise_jobs_{completed,retried,dead}_total   this worker's
+    loopwise_session_cache_{entries,listening}                     sessions in memory
+    loopwise_session_cache_{hits,misses,invalidations}_total
 
 Main port, not a separate one: it is one listener per instance to run and secure, and a
 scrape crosses the same event loop as the traffic, so a stalled loop also shows as a slow
@@ -52,6 +54,7 @@ from loopwise.patterns import (
     PoolStats,
 )
 from loopwise.patterns.lifecycle import AsyncResource
+from loopwise.service.accounts.session_cache import SessionCacheStats
 from loopwise.service.db import Database
 from loopwise.service.jobs import WorkerStats, count_by_state
 
@@ -151,6 +154,19 @@ class Metrics(AsyncResource):
                 ("dead", "Jobs that ran out of attempts."),
             )
         }
+        self._sessions_entries = gauge("loopwise_session_cache_entries", "Sessions in memory.")
+        self._sessions_listening = gauge(
+            "loopwise_session_cache_listening", "1 while changes are heard (cache in use)."
+        )
+        self._session_counters = {
+            what: Counter(f"loopwise_session_cache_{what}", doc, registry=r)
+            for what, doc in (
+                ("hits", "Requests authenticated from memory."),
+                ("misses", "Requests authenticated by a query."),
+                ("invalidations", "Changes announced by PostgreSQL and applied."),
+            )
+        }
+        self._sessions: Callable[[], SessionCacheStats] | None = None
         self._downstreams: Callable[[], Mapping[str, DownstreamStats]] | None = None
         self._job_worker: Callable[[], WorkerStats] | None = None
         self._pools: dict[str, Callable[[], PoolStats]] = {}
@@ -191,6 +207,9 @@ class Metrics(AsyncResource):
     def track_job_worker(self, stats: Callable[[], WorkerStats]) -> None:
         self._job_worker = stats
 
+    def track_session_cache(self, stats: Callable[[], SessionCacheStats]) -> None:
+        self._sessions = stats
+
     async def refresh_queue(self) -> None:
         """Read the job counts from PostgreSQL, within a second; stale beats no answer."""
         for db in self._databases:
@@ -218,6 +237,12 @@ class Metrics(AsyncResource):
             self._advance(self._completed.labels(name), ("completed", name), stats.completed)
         if self._watchdog is not None:
             self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
+        if self._sessions is not None:
+            sessions = self._sessions()
+            self._sessions_entries.set(sessions.entries)
+            self._sessions_listening.set(sessions.listening)
+            for what, counter in self._session_counters.items():
+                self._advance(counter, ("sessions", what), getattr(sessions, what))
         for db in self._databases:
             with contextlib.suppress(RuntimeError):  # not open yet, or closed already
                 pool = db.pool

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)
     login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
+    # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
+    # (README "Sessions in memory"); a TTL of 0 turns the cache off.
+    session_cache_ttl: float = Field(default=60, ge=0, le=3600)
+    session_cache_size: int = Field(default=100_000, ge=1, le=10_000_000)
     # One deadline for GET /users/me/overview, its downstream branches included.
     overview_deadline: PositiveSeconds = 1.0
     # Optional downstream services the overview calls; unset means not called. Limits are

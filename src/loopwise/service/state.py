@@ -6,6 +6,7 @@ from typing import TypedDict
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service.accounts.passwords import Passwords
+from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.jobs import BackgroundWork, Worker
@@ -27,6 +28,7 @@ class AppState(TypedDict):
     metrics: Metrics
     # Accounts: argon2id on its own bounded thread pool; IANA zone names for preferences.
     passwords: Passwords
+    sessions: SessionCache  # callers by token, forgotten when PostgreSQL announces a change
     timezones: frozenset[str]
     # The optional downstream services (loyalty, shipments); stats() for /metrics.
     downstreams: Downstreams

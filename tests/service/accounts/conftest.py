@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 PASSWORD = "correct horse battery"
 
@@ -59,3 +61,39 @@ async def alice(make_account: MakeAccount) -> Account:
 @pytest.fixture
 async def bob(make_account: MakeAccount) -> Account:
     return await make_account("bob@example.com")
+
+
+async def cache_stats(client: httpx.AsyncClient) -> dict[str, float]:
+    """The session cache's figures as /metrics exports them (names without the prefix)."""
+    text = (await client.get("/metrics")).text
+    prefix = "loopwise_session_cache_"
+    return {
+        sample.name.removeprefix(prefix): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(prefix) and not sample.name.endswith("_created")
+    }
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait for ``check`` to hold (an announcement crossing PostgreSQL), up to ``within``."""
+    async with asyncio.timeout(within):
+        # The event happens in PostgreSQL and another instance: read it where it shows.
+        while not await check():  # noqa: ASYNC110 - no Event spans the two processes
+            await asyncio.sleep(0.01)
+
+
+async def listening(client: httpx.AsyncClient) -> None:
+    async def check() -> bool:
+        return (await cache_stats(client))["listening"] == 1
+
+    await until(check)
+
+
+async def announced(client: httpx.AsyncClient, after: float) -> None:
+    """Wait until ``client``'s process has applied an announcement made after ``after``."""
+
+    async def check() -> bool:
+        return (await cache_stats(client))["invalidations_total"] > after
+
+    await until(check)

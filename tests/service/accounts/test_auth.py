@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from loopwise.service.accounts.sessions import hash_token
 from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
-from tests.service.accounts.conftest import Account, login
+from tests.service.accounts.conftest import Account, announced, cache_stats, listening, login
 
 PROTECTED = [
     ("GET", "/users/me"),
@@ -87,11 +87,15 @@ async def test_expired_token_is_refused(
     client: httpx.AsyncClient, alice: Account, database_url: str
 ) -> None:
     """A session past its expiry is 401."""
+    await listening(client)
+    assert (await client.get("/users/me", headers=alice.headers)).status_code == 200
+    before = (await cache_stats(client))["invalidations_total"]
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("UPDATE sessions SET expires_at = now() - interval '1 second'")
     finally:
         await conn.close()
+    await announced(client, before)  # the app kept the session in memory until told
     assert (await client.get("/users/me", headers=alice.headers)).status_code == 401
 
 

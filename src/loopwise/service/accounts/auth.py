@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
-from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Settings_
+from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
 
 __all__ = ["router"]
@@ -81,7 +81,9 @@ async def login(
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(caller: CurrentUser, pool: Pool) -> Response:
-    """Revoke the token presented with this request."""
+async def logout(caller: CurrentUser, pool: Pool, sessions: Sessions) -> Response:
+    """Revoke the token presented with this request, on every instance."""
     await revoke_session(pool, caller.token_hash)
+    # This process forgets it before answering; the others hear it from PostgreSQL.
+    sessions.forget_session(caller.token_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,7 +3,8 @@
 Opaque rather than signed (JWT): a signed token is checked without the database, but
 logout and "a password change ends the other sessions" need a revocation lookup on every
 request anyway, so the signature would buy nothing and add a key to rotate. The lookup is
-free here: it is fused with loading the user, one round trip per authenticated request.
+fused with loading the user (one round trip), and each process keeps the result in memory
+until PostgreSQL announces a change (``session_cache.py``), so most requests need none.
 
 Only ``sha256(token)`` is stored. The token has 256 bits of entropy, so a fast hash is
 enough (no salt or argon2 needed), and a leaked ``sessions`` table yields no usable token.
@@ -12,7 +13,6 @@ enough (no salt or argon2 needed), and a leaked ``sessions`` table yields no usa
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,15 +23,12 @@ from loopwise.service.db import Connection
 
 __all__ = [
     "Caller",
-    "find_caller",
     "hash_token",
+    "load_caller",
     "open_session",
     "revoke_other_sessions",
     "revoke_session",
 ]
-
-# token_urlsafe(32) gives 43 characters; anything else cannot be ours and costs no query.
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +51,24 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-_FIND_CALLER = """
-SELECT u.id, u.email, u.display_name, u.role, u.created_at
+_LOAD_CALLER = """
+SELECT u.id, u.email, u.display_name, u.role, u.created_at,
+       extract(epoch FROM s.expires_at - now())::float8
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
 """
 
 
-async def find_caller(pool: asyncpg.Pool, token: str) -> Caller | None:
-    """The user owning the live session ``token``, or None (unknown, expired, revoked)."""
-    if not _TOKEN.fullmatch(token):
-        return None
-    token_hash = hash_token(token)
-    row = await pool.fetchrow(_FIND_CALLER, token_hash)
+async def load_caller(pool: asyncpg.Pool, token_hash: bytes) -> tuple[Caller, float] | None:
+    """The user owning the live session ``token_hash`` and the seconds it has left.
+
+    None when the session is unknown, expired or revoked. The seconds are measured on the
+    database's clock, so a caller may turn them into a deadline on its own clock.
+    """
+    row = await pool.fetchrow(_LOAD_CALLER, token_hash)
     if row is None:
         return None
-    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash)
+    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash), row[5]
 
 
 # Logging in also drops the user's sessions that have expired, so the table stays the

@@ -18,7 +18,7 @@ from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import Connection
-from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Settings_
+from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden, NotFound
 from loopwise.service.jobs.welcome import enqueue_welcome_email
 
@@ -168,18 +168,23 @@ async def update_me(
     passwords: Hasher,
     settings: Settings_,
     address: ClientAddress,
+    sessions: Sessions,
 ) -> User:
     """Change the display name and/or the password; a new password ends other sessions."""
     user = User.of(caller)
-    if body.password is not None and body.current_password is not None:
-        await _change_password(
-            pool, passwords, caller, body.current_password, body.password, settings, address
-        )
-    if body.display_name is not None:
-        row = await pool.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
-        if row is None:
-            raise NotFound("The user no longer exists.")
-        user = User(**dict(row))
+    try:
+        if body.password is not None and body.current_password is not None:
+            await _change_password(
+                pool, passwords, caller, body.current_password, body.password, settings, address
+            )
+        if body.display_name is not None:
+            row = await pool.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
+            if row is None:
+                raise NotFound("The user no longer exists.")
+            user = User(**dict(row))
+    finally:
+        # Read your own writes on this process at once; PostgreSQL tells the others.
+        sessions.forget_user(caller.id)
     return user
 
 

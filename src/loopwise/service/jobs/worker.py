@@ -32,6 +32,7 @@ from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.admin import prune_finished
 from loopwise.service.jobs.queue import Job, JobState
+from loopwise.service.listener import PgListener
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
@@ -118,6 +119,7 @@ class Worker(AsyncResource):
         self._tg = asyncio.TaskGroup()
         self._claimer: asyncio.Task[None] | None = None
         self._services: list[asyncio.Task[None]] = []
+        self._listener: PgListener | None = None
         self._counts = dict.fromkeys(("completed", "retried", "dead", "lost", "released"), 0)
 
     @classmethod
@@ -156,7 +158,17 @@ class Worker(AsyncResource):
             self._tg.create_task(self._maintain_loop(), name="jobs-maintain"),
         ]
         if self._dsn is not None:
-            self._services.append(self._tg.create_task(self._listen_loop(), name="jobs-listen"))
+            # Any notification, and every (re)connect, wakes the claim loop: whatever was
+            # announced while not listening is then picked up by the claim it triggers.
+            self._listener = PgListener(
+                self._dsn,
+                [queue.CHANNEL],
+                on_notify=lambda _channel, _payload: self._wake.set(),
+                on_listening=self._wake.set,
+                name="jobs",
+                retry_interval=self._poll,
+            )
+            await self._listener.__aenter__()
         _log.info("worker_started", owner=self.owner, concurrency=self._concurrency)
         return self
 
@@ -179,6 +191,8 @@ class Worker(AsyncResource):
                 task.cancel()  # each releases its job as it unwinds
             if self._running:
                 await asyncio.wait(list(self._running))
+            if self._listener is not None:
+                await self._listener.aclose()
             for service in self._services:
                 service.cancel()
             for timer in self._timers:
@@ -319,27 +333,3 @@ class Worker(AsyncResource):
             except Exception as exc:  # a bad tick must not stop the worker
                 _log.warning("jobs_maintenance_failed", error=repr(exc))
             await asyncio.sleep(self._poll)
-
-    async def _listen_loop(self) -> None:
-        while True:
-            try:
-                await self._listen_once()
-                _log.warning("jobs_listener_lost")
-            except Exception as exc:  # polling covers the gap until we listen again
-                _log.warning("jobs_listener_failed", error=repr(exc))
-            await asyncio.sleep(self._poll)
-
-    async def _listen_once(self) -> None:
-        """LISTEN on a connection of its own until that connection is lost."""
-        assert self._dsn is not None
-        conn = await asyncpg.connect(
-            self._dsn, timeout=10, server_settings={"application_name": "loopwise-jobs-listen"}
-        )
-        try:
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(queue.CHANNEL, lambda *_args: self._wake.set())
-            self._wake.set()  # catch up on whatever was announced while not listening
-            await lost.wait()
-        finally:
-            conn.terminate()  # synchronous: safe while being cancelled
