@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service import health
 from loopwise.service import metrics as metrics_routes
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
-from loopwise.service.accounts.routes import router as accounts_router
+from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
@@ -107,13 +107,18 @@ def create_app(settings: Settings) -> FastAPI:
         summary="An async account service built on production-grade async patterns.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry instrumentation asks for the global providers on
+        # every request even when none is configured; with LOOPWISE_OTEL_ENABLED off (we
+        # export Prometheus) that is skipped. On, FastAPI's defaults apply.
+        telemetry=None
+        if settings.otel_enabled
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     document_problems(app)
-    app.include_router(health.router)
+    _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
-        app.include_router(metrics_routes.router)
-    app.include_router(accounts_router)
+        _add_routes(app, metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.trusted_proxies:
@@ -122,6 +127,20 @@ def create_app(settings: Settings) -> FastAPI:
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
     return app
+
+
+def _add_routes(app: FastAPI, *routers: APIRouter) -> None:
+    """Register the routers' routes on the app's own router, flat, in order.
+
+    FastAPI 0.165's ``include_router`` keeps each router as a lazily resolved branch and
+    matches a request through every branch twice (measured: a third of the CPU of
+    ``GET /users/{id}``). Ours have no prefix or router-level dependencies to combine, so
+    their routes are matched directly, in one pass, as Starlette does.
+    """
+    for router in routers:
+        if router.prefix or router.dependencies:
+            raise ValueError("only routers without a prefix or dependencies can be flattened")
+        app.router.routes.extend(router.routes)
 
 
 async def _open_off_loop(

@@ -1,4 +1,4 @@
-"""One router for every account resource, so the app mounts them in one line."""
+"""Every account resource's router, in the order the app registers their routes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ from fastapi import APIRouter
 
 from loopwise.service.accounts import auth, orders, overview, preferences, users
 
-__all__ = ["router"]
+__all__ = ["routers"]
 
-router = APIRouter()
-for _resource in (auth, users, orders, preferences, overview):
-    router.include_router(_resource.router)
+# Users first: GET /users/{id} is the hottest route, and routes are matched in order.
+routers: tuple[APIRouter, ...] = (
+    users.router,
+    auth.router,
+    orders.router,
+    preferences.router,
+    overview.router,
+)
