@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
+    # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
+    otel_enabled: bool = False
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended
     # profile by default: t=3, 64 MiB, p=4) on a bounded thread pool, one worker per core:
     # every hash in flight holds `argon2_memory_kib` of memory.
