@@ -1,19 +1,24 @@
 """Structured logs: JSON lines when stderr is not a terminal, readable colours when it is.
 
-Our own events go through structlog's fast path (a filtering bound logger writing straight
-to stderr); third-party records from the standard library (alembic, granian, asyncpg) are
-rendered by the same processors so every line has one shape.
+Our own events go through structlog's fast path (a filtering bound logger); third-party
+records from the standard library (alembic, granian, asyncpg) are rendered by the same
+processors so every line has one shape. Both write into one :class:`LineWriter`, whose
+thread does the writing, so a slow reader of stderr never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
+from loopwise.service.logwriter import LineWriter
+
 __all__ = ["configure_logging", "get_logger"]
+
+_sink: LineWriter | None = None
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -28,6 +33,9 @@ def configure_logging(
     level: Literal["debug", "info", "warning", "error"] = "info",
 ) -> None:
     """Set up structlog and the standard library's root logger. Idempotent."""
+    global _sink  # logging is process-wide by nature: one writer per process (and per fork)
+    if _sink is None:
+        _sink = LineWriter(sys.stderr)
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
@@ -41,10 +49,11 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        # A LineWriter is file-like where structlog needs it (write, flush), not a TextIO.
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _sink)),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_sink)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

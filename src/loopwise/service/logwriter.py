@@ -1,0 +1,123 @@
+"""A log sink the event loop never waits on: lines are written by a thread, in batches.
+
+    sink = LineWriter(sys.stderr)      # file-like: write(), flush()
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sink), ...)
+
+Writing a line straight to stderr costs a system call per request, and when whatever
+reads our stderr (a terminal, journald, a log shipper) falls behind, the pipe fills and
+``write`` blocks the event loop: the watchdog once caught a 103 ms stall in exactly that
+write. Here ``write`` only appends to a deque; a daemon thread drains it and writes what
+accumulated in one call. If more than ``max_pending`` lines wait (the reader is stuck),
+new lines are dropped and counted instead of blocking, and the count is written as soon
+as the reader catches up. At exit the thread writes what is left, then ends (it is not a
+daemon, and it sees the main thread finish; ``multiprocessing`` children, such as granian's
+workers, pass through the same shutdown); a SIGKILL loses only lines milliseconds old.
+
+Processes forked after the sink was made (granian's workers) get a fresh queue and
+thread of their own: a thread does not survive ``fork``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import weakref
+from collections import deque
+from typing import TextIO
+
+__all__ = ["LineWriter"]
+
+# How often an idle writer checks whether the interpreter is shutting down (seconds).
+_IDLE_CHECK = 0.1
+
+
+class LineWriter:
+    """File-like and thread-safe: ``write`` never blocks; a thread does the writing."""
+
+    def __init__(self, stream: TextIO, *, max_pending: int = 10_000) -> None:
+        if max_pending < 1:
+            raise ValueError("`max_pending` must be positive")
+        self._stream = stream
+        self._max = max_pending
+        self._closed = False
+        self._start()
+        os.register_at_fork(after_in_child=functools.partial(_restart, weakref.ref(self)))
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped since the last report because the reader fell behind."""
+        return self._dropped
+
+    def _start(self) -> None:
+        self._pending: deque[str] = deque()
+        self._wake = threading.Event()
+        self._dropped = 0
+        # Set by the thread just before it sleeps: only then does a write need to wake it
+        # (an Event.set per line costs a lock handoff with the thread).
+        self._idle = False
+        self._thread = threading.Thread(target=self._drain_forever, name="log-writer")
+        self._thread.start()
+
+    def write(self, text: str) -> int:
+        if self._closed:  # after close(): nobody drains, write through
+            self._stream.write(text)
+            return len(text)
+        if len(self._pending) >= self._max:
+            self._dropped += 1
+            return 0
+        self._pending.append(text)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: the thread writes as soon as it wakes (see :meth:`close`)."""
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread; later lines are written directly."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._write_batch()
+
+    def _drain_forever(self) -> None:
+        main = threading.main_thread()
+        while not self._closed and main.is_alive():
+            self._wake.clear()
+            self._write_batch()
+            self._idle = True
+            # A line appended after the batch was taken but before `_idle` was set did not
+            # wake us: look again before sleeping. (Each step is atomic under the GIL.)
+            if not self._pending:
+                self._wake.wait(_IDLE_CHECK)
+            self._idle = False
+        self._write_batch()  # what arrived while the interpreter was shutting down
+
+    def _write_batch(self) -> None:
+        batch: list[str] = []
+        pending = self._pending
+        while pending:
+            batch.append(pending.popleft())
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            batch.append(f'{{"event": "log_lines_dropped", "count": {dropped}}}\n')
+        if not batch:
+            return
+        try:
+            self._stream.write("".join(batch))
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: nowhere left to say it
+            pass
+
+
+def _restart(ref: weakref.ref[LineWriter]) -> None:
+    # In a forked child: the parent's thread did not come along. Fork hooks cannot be
+    # unregistered, hence the weak reference (a collected or closed sink stays so).
+    sink = ref()
+    if sink is not None and not sink._closed:
+        sink._start()
