@@ -6,10 +6,10 @@ extra task and memory stream, which costs throughput and breaks contextvars prop
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
+from random import getrandbits
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -47,7 +47,9 @@ class RequestLog:
                 request_id = value
                 break
         if not request_id:
-            request_id = os.urandom(8).hex().encode()
+            # An id, not a secret: the Mersenne Twister is reseeded in forked workers, and
+            # is ten times cheaper than a urandom system call per request.
+            request_id = b"%016x" % getrandbits(64)
         status = 500
         started = time.perf_counter()
 
