@@ -13,7 +13,11 @@ from blockbuster import BlockBuster
 
 import loopwise.bench
 from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
-from loopwise.bench.loadgen import Request, find_wrk, percentiles
+from loopwise.bench.loadgen import Request, RequestPlan, find_wrk, percentiles
+from loopwise.bench.memory import Sample
+from loopwise.bench.scenarios import SERVERS
+from loopwise.bench.servers import ServerProcess
+from loopwise.bench.soak import FLAT_GROWTH, _per_process, run_soak
 from loopwise.service.migrate import expected_revision
 
 
@@ -124,3 +128,40 @@ def test_public_names() -> None:
         "run_bench",
         "write_report",
     ]
+
+
+def test_soak_reports_each_process_memory_from_warm_up_to_end(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    """A soak drives a constant rate and reads every server process's memory, warm and last."""
+    blockbuster.deactivate()  # synchronous harness code, as above
+    with ServerProcess("soak", SERVERS["asgi"].factory, workers=2, log_dir=tmp_path) as server:
+        result = run_soak(
+            find_wrk(),
+            server.url,
+            RequestPlan([Request("GET", "/hello")]),
+            rate=200,
+            connections=4,
+            seconds=3,
+            pid=server.pid,
+        )
+    assert result.paced.requests > 0
+    assert result.paced.error_count == 0
+    names = [m.process for m in result.processes]
+    assert names[0] == "main"
+    assert sum(name.startswith("worker ") for name in names) == 2
+    assert all(
+        0 < m.warm_bytes <= m.peak_bytes and m.last_bytes <= m.peak_bytes for m in result.processes
+    )
+    assert result.flat == (result.max_growth <= FLAT_GROWTH)
+
+
+def test_memory_growth_is_measured_after_warm_up() -> None:
+    """Growth counts from a tenth of the way in: warm-up is not a leak, later growth is."""
+    mib = 2**20
+    samples: list[Sample] = [
+        (float(t), {"main": (100 + (50 if t >= 1 else 0) + t) * mib}) for t in range(11)
+    ]
+    (flat,) = _per_process(samples, seconds=10)
+    assert (flat.warm_bytes, flat.last_bytes) == (151 * mib, 160 * mib)
+    assert flat.growth == pytest.approx(9 / 151)

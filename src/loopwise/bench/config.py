@@ -26,6 +26,8 @@ class BenchConfig:
     rate: float = 2000.0  # requests/s of the constant-rate run, below saturation
     paced_seconds: float = 15.0
     paced_connections: int = 32
+    # The mixed workload at its constant rate for this long, watching memory per process.
+    soak_seconds: float = 600.0
     overload_concurrencies: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     overload_on: str | None = "user_by_id"
     fanout_urls: int = 1000
@@ -57,6 +59,7 @@ class BenchConfig:
             rate=200.0,
             paced_seconds=2.0,
             paced_connections=4,
+            soak_seconds=4.0,
             overload_concurrencies=(256,),
             fanout_urls=100,
             users=1000,

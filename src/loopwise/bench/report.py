@@ -109,6 +109,8 @@ def markdown(report: BenchReport) -> str:
         lines += _overload_rows(report)
     if report.storm:
         lines += _storm_rows(report)
+    if report.soak:
+        lines += _soak_rows(report)
     if report.jobs:
         lines += ["## Welcome-email jobs (`loopwise worker`, SMTP sink at 1 ms)", ""]
         lines += [
@@ -154,6 +156,29 @@ def markdown(report: BenchReport) -> str:
             lines.append(f"| {name} | {_trend(totals)} | {per} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _soak_rows(report: BenchReport) -> list[str]:
+    soak = report.soak
+    assert soak is not None
+    p = soak.paced
+    lines = [
+        f"## Soak: the mixed workload at {p.rate:,.0f} req/s for {p.seconds / 60:,.1f} minutes",
+        "",
+        f"{p.requests:,} requests, {p.error_count} errors, p99 "
+        f"{_ms(p.latency_us.get('p99'))} ms. Memory per process (MiB), from a tenth of the way "
+        "in (after warm-up) to the end:",
+        "",
+        "| process | after warm-up | end | peak | growth |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {m.process} | {m.warm_bytes / 2**20:,.0f} | {m.last_bytes / 2**20:,.0f} | "
+        f"{m.peak_bytes / 2**20:,.0f} | {m.growth:+.1%} |"
+        for m in soak.processes
+    ]
+    lines.append("")
+    return lines
 
 
 def _trend(values: list[float]) -> str:

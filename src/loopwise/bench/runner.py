@@ -41,6 +41,7 @@ from loopwise.bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext, 
 from loopwise.bench.seed import SeedCounts, seed, user_email
 from loopwise.bench.servers import ServerProcess
 from loopwise.bench.sidecars import Sidecars, referenced
+from loopwise.bench.soak import SoakResult, run_soak
 from loopwise.bench.storm import StormResult, run_storm
 
 __all__ = ["BENCH_PASSWORD", "BenchReport", "ScenarioResult", "run_bench"]
@@ -86,6 +87,7 @@ class BenchReport:
     overload: OverloadResult | None = None
     fanout: list[FanoutResult] = field(default_factory=list)
     storm: StormResult | None = None
+    soak: SoakResult | None = None
     jobs: list[JobsResult] = field(default_factory=list)
     memory: dict[str, list[Sample]] = field(default_factory=dict)
     shutdown: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
@@ -355,6 +357,8 @@ def _run_server(
                 report.overload = _overload(run, scenario, process)
         if name == "loopwise" and run.config.wants("storm") and run.context.identities:
             report.storm = _storm(run, process)
+        if name == "loopwise" and run.config.wants("soak") and run.context.identities:
+            report.soak = _soak(run, process)
         memory.unwatch(name)
     report.shutdown[name] = {"seconds": process.stop_seconds, "exit_code": process.exit_code}
 
@@ -400,6 +404,28 @@ def _storm(run: _Run, process: ServerProcess) -> StormResult:
             f"  {label}: p99 {paced.latency_us.get('p99', 0) / 1000:,.2f} ms; loop lag "
             f"p99 <= {lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms"
         )
+    return result
+
+
+def _soak(run: _Run, process: ServerProcess) -> SoakResult:
+    c = run.config
+    mixed = SCENARIOS["mixed"]
+    rate = min(c.rate, mixed.rate or c.rate)
+    time.sleep(c.settle_seconds)
+    run.progress(f"soak: {mixed.title} at {rate:,.0f} req/s for {c.soak_seconds:,.0f} s")
+    result = run_soak(
+        run.wrk,
+        process.url,
+        mixed.plan(run.context),
+        rate=rate,
+        connections=c.paced_connections,
+        seconds=c.soak_seconds,
+        pid=process.pid,
+    )
+    run.progress(
+        f"  {result.paced.error_count} errors; memory growth after warm-up at most "
+        f"{result.max_growth:.1%}"
+    )
     return result
 
 

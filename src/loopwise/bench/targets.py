@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from loopwise.bench.soak import FLAT_GROWTH
+
 if TYPE_CHECKING:
     from loopwise.bench.runner import BenchReport, ScenarioResult
 
@@ -130,6 +132,15 @@ def targets(report: BenchReport) -> list[TargetRow]:
             "0",
             lambda v: v == 0,
         )
+    if report.soak is not None:
+        add(
+            "memory growth over the soak, worst process (after warm-up)",
+            report.soak.max_growth * 100,
+            f"<= {FLAT_GROWTH:.0%}",
+            lambda v: v <= FLAT_GROWTH * 100,
+            "%",
+        )
+        add("errors during the soak", report.soak.paced.error_count, "0", lambda v: v == 0)
     if report.shutdown:
         unclean = sum(1 for s_ in report.shutdown.values() if s_.get("exit_code") != 0)
         add("servers not exiting cleanly on SIGTERM", unclean, "0", lambda v: v == 0)
