@@ -11,6 +11,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
+from starlette.types import Message, Receive, Scope, Send
 
 from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service.app import create_app
@@ -119,40 +120,13 @@ async def test_a_shed_request_body_is_never_read(settings: Settings) -> None:
     assert not read.is_set()
 
 
-async def test_requests_in_flight_at_shutdown_finish_and_new_ones_are_shed(
-    settings: Settings,
-) -> None:
-    """Shutdown waits for admitted requests before closing the pools they use; newcomers get 503."""
-    holder = Holder(entered_wanted=1)
-    async with serving(settings, holder) as (app, client, manager):
-        held = asyncio.create_task(client.get("/_hold"))
-        await holder.entered.wait()
-        stopping = asyncio.create_task(manager.__aexit__(None, None, None))
-        gate: Admission = app.state.admission
-        while not (gate.draining or stopping.done()):  # the exit runs on this loop: yield to it
-            await asyncio.sleep(0)
-        late = await client.get("/healthz"), await client.get("/users/me")
-        assert not stopping.done()
-        holder.release.set()
-        answered = await held
-        await stopping
-        manager.__aexit__ = _already_closed  # type: ignore[method-assign]  # exited above
-    assert answered.status_code == 200  # not a 500 from a pool closed under it
-    assert late[0].status_code == 200
-    assert late[1].status_code == 503
+async def _asgi_request(app: AdmissionControl, path: str = "/x") -> list[Message]:
+    sent: list[Message] = []
 
-
-async def _already_closed(*_: object) -> None:
-    return None
-
-
-async def _asgi_request(app: AdmissionControl, path: str = "/x") -> list[dict[str, object]]:
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         raise AssertionError("a shed request must not be read")
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await app({"type": "http", "path": path, "method": "GET", "headers": []}, receive, send)
@@ -172,8 +146,8 @@ async def test_a_waiting_request_takes_the_freed_slot_and_a_full_queue_sheds() -
     app = AdmissionControl(inner, gate=gate)  # type: ignore[arg-type]  # a plain ASGI callable
     first = asyncio.create_task(_asgi_request(app, "/first"))
     second = asyncio.create_task(_asgi_request(app, "/second"))
-    while gate.queued == 0:  # let both reach the gate
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: both tasks run up to their first wait
+    assert (gate.in_flight, gate.queued) == (1, 1)
     third = await _asgi_request(app, "/third")
     assert third[0]["status"] == 503
     assert started == ["/first"]
@@ -191,16 +165,16 @@ async def test_a_request_that_waits_too_long_is_shed() -> None:
         await release.wait()
 
     gate = Admission(limit=1, queue=8, wait=0.01)
-    app = AdmissionControl(inner, gate=gate)  # type: ignore[arg-type]  # a plain ASGI callable
+    app = AdmissionControl(inner, gate=gate)
     first = asyncio.create_task(_asgi_request(app))
-    while gate.in_flight == 0:
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: it is admitted and waits inside
+    assert gate.in_flight == 1
     late = await _asgi_request(app)
     release.set()
     await first
     assert late[0]["status"] == 503
-    assert late[0]["headers"] and (b"retry-after", b"1") in late[0]["headers"]  # type: ignore[operator]
-    assert json.loads(late[1]["body"])["status"] == 503  # type: ignore[arg-type]
+    assert (b"retry-after", b"1") in late[0]["headers"]
+    assert json.loads(late[1]["body"])["status"] == 503
     assert (gate.in_flight, gate.queued, gate.shed) == (0, 0, 1)
 
 
@@ -221,3 +195,25 @@ def test_gate_refuses_a_limit_below_one() -> None:
     """The gate itself refuses a limit that would shed everything."""
     with pytest.raises(ValueError, match="`limit` must be positive"):
         Admission(limit=0)
+
+
+async def test_drain_sheds_newcomers_and_waits_for_requests_in_flight() -> None:
+    """Draining (the lifespan's exit) refuses new requests and returns once the last leaves."""
+    release = asyncio.Event()
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        await release.wait()
+
+    gate = Admission(limit=4, queue=8, wait=3600)
+    app = AdmissionControl(inner, gate=gate)
+    first = asyncio.create_task(_asgi_request(app))
+    await asyncio.sleep(0)  # one turn of the loop: it is admitted and waits inside
+    draining = asyncio.create_task(gate.drain(3600))
+    await asyncio.sleep(0)
+    late = await _asgi_request(app)
+    assert late[0]["status"] == 503
+    assert not draining.done()
+    release.set()
+    await first
+    assert await draining is True
+    assert gate.in_flight == 0

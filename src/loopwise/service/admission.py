@@ -158,16 +158,12 @@ class AdmissionControl:
         self._gate = gate
         self._exempt = frozenset(exempt)
         body = problem_body(503, "The service is at capacity; retry shortly.")
-        self._start = {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(gate.retry_after).encode()),
-            ],
-        }
-        self._body = {"type": "http.response.body", "body": body}
+        self._headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(gate.retry_after).encode()),
+        ]
+        self._body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self._gate
@@ -178,9 +174,9 @@ class AdmissionControl:
             gate.in_flight += 1
         elif not await gate.wait_for_slot():
             gate.shed += 1
-            # Copies: a server may add to the messages it is given.
-            await send({**self._start, "headers": list(self._start["headers"])})
-            await send(dict(self._body))
+            # Fresh messages: a server may add to what it is given.
+            await send({"type": "http.response.start", "status": 503, "headers": [*self._headers]})
+            await send({"type": "http.response.body", "body": self._body})
             return
         try:
             await self.app(scope, receive, send)

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service import health
-from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service import metrics as metrics_routes
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import router as accounts_router
+from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
@@ -123,7 +123,6 @@ def create_app(settings: Settings) -> FastAPI:
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
     app.add_middleware(AdmissionControl, gate=gate)  # outermost: sheds before anything runs
-    app.state.admission = gate
     return app
 
 
