@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -98,6 +99,7 @@ def serve() -> None:
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
         if settings.workers > 1:
             _share_metrics(settings)
+        _raise_open_files(settings.max_connections)
         _log.info("serving", host=settings.host, port=settings.port, workers=settings.workers)
         Granian(
             "loopwise.service.app:create_app_from_env",
@@ -115,7 +117,27 @@ def serve() -> None:
                 "loggers": {"_granian": {"handlers": [], "propagate": True}},
             },
             workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace)),
+            # Granian's backpressure caps the connections a worker holds open (its permit
+            # lasts as long as the connection), by default backlog/workers = 512; past it
+            # new connections wait unaccepted in the listen queue, /healthz probes too.
+            # Admission control bounds the requests instead (LOOPWISE_MAX_IN_FLIGHT).
+            backlog=settings.listen_backlog,
+            backpressure=settings.max_connections,
         ).serve()
+
+
+def _raise_open_files(connections: int) -> None:
+    """Let each worker hold ``connections`` sockets plus its own files (pool, logs).
+
+    The soft limit is often 1024; the hard limit is what an unprivileged process may ask.
+    """
+    wanted = connections + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if ceiling < wanted:
+        _log.warning("open_files_limited", limit=ceiling, wanted=wanted, hint="ulimit -Hn")
 
 
 def _share_metrics(settings: Settings) -> None:

@@ -71,10 +71,14 @@ def _overload(report: BenchReport, path: Path) -> Path | None:
         return None
     c = [s.load.connections for s in o.steps]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    axes[0].plot(c, [s.load.rps for s in o.steps], marker="o")
+    axes[0].plot(c, [s.load.rps for s in o.steps], marker="o", label="answers")
+    axes[0].plot(c, [s.load.ok_rps for s in o.steps], marker="o", label="2xx")
     axes[0].set(title="throughput", ylabel="requests/s")
-    axes[1].plot(c, [100 * s.load.error_rate for s in o.steps], marker="o", color="tab:red")
-    axes[1].set(title="errors", ylabel="% of requests")
+    axes[0].legend()
+    axes[1].plot(c, [100 * s.shed_rate for s in o.steps], marker="o", label="shed (503)")
+    axes[1].plot(c, [100 * s.failure_rate for s in o.steps], marker="o", label="failed")
+    axes[1].set(title="shed and failed", ylabel="% of requests")
+    axes[1].legend()
     axes[2].plot(
         c, [s.load.latency_us.get("p99", 0) / 1000 for s in o.steps], marker="o", color="tab:green"
     )

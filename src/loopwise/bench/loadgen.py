@@ -101,10 +101,22 @@ class ClosedResult:
     requests: int
     errors: dict[str, int]
     latency_us: dict[str, float]
+    statuses: dict[int, int] = field(default_factory=dict)  # counted runs only
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def shed_count(self) -> int:
+        """Answers 503: load shed on purpose (counted runs only)."""
+        return self.statuses.get(503, 0)
+
+    @property
+    def ok_rps(self) -> float:
+        """Requests/s answered 2xx or 3xx: the work actually done (counted runs only)."""
+        ok = sum(n for status, n in self.statuses.items() if status < 400)
+        return ok / self.seconds if self.seconds else 0.0
 
     @property
     def error_count(self) -> int:
@@ -196,16 +208,20 @@ def run_closed(
     connections: int,
     seconds: float,
     threads: int = 2,
+    count_statuses: bool = False,
 ) -> ClosedResult:
-    """Closed loop: ``connections`` clients, each sending again as soon as it is answered."""
-    summary, _, _ = _wrk(
+    """Closed loop: ``connections`` clients, each sending again as soon as it is answered.
+
+    ``count_statuses`` also counts answers by status (slower for wrk: a Lua call each).
+    """
+    summary, _, statuses = _wrk(
         wrk,
         url,
         plan,
         threads=min(threads, connections),
         connections=connections,
         seconds=seconds,
-        mode="closed",
+        mode="counted" if count_statuses else "closed",
     )
     return ClosedResult(
         connections=connections,
@@ -213,6 +229,7 @@ def run_closed(
         requests=summary["requests"],
         errors=summary["errors"],
         latency_us=summary["latency_us"],
+        statuses=statuses,
     )
 
 

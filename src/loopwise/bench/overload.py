@@ -1,5 +1,9 @@
 """Past saturation: throughput, errors and p99 up to 4,096 connections, liveness, recovery.
 
+Answers are counted by status: a 503 is load shed on purpose (admission control,
+README "Overload") and is reported apart from failures (other statuses, socket errors,
+timeouts), and the work done is the 2xx/3xx rate, not wrk's count of answers.
+
 While wrk holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
 timeout: a service that queues without bound (or deadlocks) stops answering it. After
 the last step a light constant-rate run checks that the service recovered at once.
@@ -26,6 +30,16 @@ class OverloadStep:
     health_failed: int
     health_p99_ms: float | None
     health_max_ms: float | None
+
+    @property
+    def shed_rate(self) -> float:
+        """Share of answers that were 503: shed at the door."""
+        return self.load.shed_count / max(1, self.load.requests)
+
+    @property
+    def failure_rate(self) -> float:
+        """Share of requests that failed otherwise: other statuses, socket errors, timeouts."""
+        return (self.load.error_count - self.load.shed_count) / max(1, self.load.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +110,21 @@ def run_overload(
         progress(f"overload {scenario}: {connections} connections")
         with HealthProbe(base_url + "/healthz") as probe:
             load = run_closed(
-                wrk, base_url, plan, connections=connections, seconds=seconds, threads=threads
+                wrk,
+                base_url,
+                plan,
+                connections=connections,
+                seconds=seconds,
+                threads=threads,
+                count_statuses=True,
             )
         ok, failed, p99, worst = probe.summary()
-        steps.append(OverloadStep(load, ok, failed, p99, worst))
+        step = OverloadStep(load, ok, failed, p99, worst)
+        steps.append(step)
         progress(
-            f"  {load.rps:,.0f} req/s, {load.error_rate:.1%} errors, "
-            f"p99 {load.latency_us.get('p99', 0) / 1000:,.1f} ms; /healthz {ok} ok {failed} failed"
+            f"  {load.ok_rps:,.0f} ok/s of {load.rps:,.0f} answers/s, {step.shed_rate:.1%} shed, "
+            f"{step.failure_rate:.1%} failed, p99 {load.latency_us.get('p99', 0) / 1000:,.1f} ms; "
+            f"/healthz {ok} ok {failed} failed"
         )
     progress(f"overload {scenario}: recovery at {recovery_rate:,.0f} req/s")
     recovery = run_paced(

@@ -229,12 +229,17 @@ def _overload_rows(report: BenchReport) -> list[str]:
     lines = [
         f"## Overload: {o.scenario}",
         "",
-        "| connections | req/s | error rate | p99 ms | /healthz ok/failed | /healthz p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "Answers counted by status: 503 is load shed on purpose (with Retry-After); "
+        "failed is every other error (status, socket, timeout).",
+        "",
+        "| connections | answers/s | 2xx/s | shed (503) | failed | p99 ms | "
+        "/healthz ok/failed | /healthz p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {s.load.connections} | {s.load.rps:,.0f} | {s.load.error_rate:.2%} | "
-        f"{_ms(s.load.latency_us.get('p99'))} | {s.health_ok}/{s.health_failed} | "
+        f"| {s.load.connections} | {s.load.rps:,.0f} | {s.load.ok_rps:,.0f} | "
+        f"{s.shed_rate:.2%} | {s.failure_rate:.2%} | {_ms(s.load.latency_us.get('p99'))} | "
+        f"{s.health_ok}/{s.health_failed} | "
         f"{s.health_p99_ms if s.health_p99_ms is not None else '-'} |"
         for s in o.steps
     ]

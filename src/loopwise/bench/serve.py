@@ -18,6 +18,10 @@ def serve(target: str, port: int, workers: int) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    from loopwise.service.settings import load_settings
+
+    # The same connection limits as `loopwise serve`, for every server measured.
+    settings = load_settings()
     Granian(
         target,
         factory=True,
@@ -27,6 +31,8 @@ def serve(target: str, port: int, workers: int) -> None:
         workers=workers,
         loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
         log_access=False,
+        backlog=settings.listen_backlog,
+        backpressure=settings.max_connections,
     ).serve()
 
 

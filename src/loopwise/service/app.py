@@ -19,6 +19,7 @@ from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
+from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
@@ -50,6 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
     dsn = str(settings.database_url)
     # Built with the app, not in the lifespan: the middleware below observes into it.
     metrics = Metrics()
+    gate = Admission(
+        limit=settings.max_in_flight,
+        queue=settings.admission_queue,
+        wait=settings.admission_wait,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
@@ -84,6 +90,9 @@ def create_app(settings: Settings) -> FastAPI:
                     Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
                 )
                 metrics.track_job_worker(worker.stats)
+            metrics.track_admission(gate)
+            # Unwound first: admitted requests finish before anything they use closes.
+            stack.push_async_callback(gate.drain, settings.shutdown_grace)
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
@@ -126,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
+    app.add_middleware(AdmissionControl, gate=gate)  # outermost: sheds before anything runs
     return app
 
 

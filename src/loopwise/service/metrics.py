@@ -1,6 +1,7 @@
 """Prometheus metrics: ``GET /metrics`` on the main port, from a registry the app owns.
 
     loopwise_http_request_duration_seconds{method,route,status}   latency by route template
+    loopwise_http_requests_{in_flight,queued,shed_total}            admission control's gate
     loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
     loopwise_event_loop_stalls_total                                stalls past the threshold
     loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
@@ -55,6 +56,7 @@ from loopwise.patterns import (
 )
 from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.accounts.session_cache import SessionCacheStats
+from loopwise.service.admission import Admission
 from loopwise.service.db import Database
 from loopwise.service.jobs import WorkerStats, count_by_state
 
@@ -91,6 +93,21 @@ class Metrics(AsyncResource):
             "Time to answer a request, by route template and status.",
             ["method", "route", "status"],
             registry=r,
+        )
+        self._http_in_flight = Gauge(
+            "loopwise_http_requests_in_flight",
+            "Requests admitted and not yet answered.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._http_queued = Gauge(
+            "loopwise_http_requests_queued",
+            "Requests waiting for an admission slot.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._http_shed = Counter(
+            "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
         )
         self.loop_lag = Histogram(
             "loopwise_event_loop_lag_seconds",
@@ -172,6 +189,7 @@ class Metrics(AsyncResource):
         self._pools: dict[str, Callable[[], PoolStats]] = {}
         self._databases: list[Database] = []
         self._watchdog: Callable[[], LagStats] | None = None
+        self._admission: Admission | None = None
         # Counters only go up: the refresh adds what a snapshot gained since the last one.
         self._seen: dict[tuple[str, str], float] = {}
         self._refresher: asyncio.Task[None] | None = None
@@ -197,6 +215,9 @@ class Metrics(AsyncResource):
 
     def track_database(self, db: Database) -> None:
         self._databases.append(db)
+
+    def track_admission(self, gate: Admission) -> None:
+        self._admission = gate
 
     def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
         self._watchdog = stats
@@ -235,6 +256,11 @@ class Metrics(AsyncResource):
             self._queue_limit.labels(name).set(stats.max_queue)
             self._advance(self._rejected.labels(name), ("rejected", name), stats.rejected)
             self._advance(self._completed.labels(name), ("completed", name), stats.completed)
+        if self._admission is not None:
+            # Read here, never counted on the request path: a shed costs one increment.
+            self._http_in_flight.set(self._admission.in_flight)
+            self._http_queued.set(self._admission.queued)
+            self._advance(self._http_shed, ("shed", ""), self._admission.shed)
         if self._watchdog is not None:
             self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
         if self._sessions is not None:

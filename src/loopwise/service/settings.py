@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Overload (README "Overload"): requests in flight per process; the excess is answered
+    # 503 with Retry-After at once instead of queueing. Connections each worker holds open
+    # (granian's backpressure): far above the request limit, since idle keep-alive
+    # connections cost the app nothing and one refused would stall in the listen backlog.
+    max_in_flight: int = Field(default=128, ge=1, le=100_000)
+    admission_queue: int = Field(default=4096, ge=0, le=1_000_000)  # requests that may wait
+    admission_wait: float = Field(default=0.5, ge=0, le=60)  # seconds one may wait; 0: none
+    max_connections: int = Field(default=8192, ge=64, le=1_000_000)
+    listen_backlog: int = Field(default=4096, ge=128, le=65_535)  # capped by net.core.somaxconn
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list, max_length=64)
 

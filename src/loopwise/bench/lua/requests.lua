@@ -10,6 +10,7 @@
 -- thread and request (e.g. a new email for every POST /register).
 --
 -- MODE "closed": wrk's own closed loop; done() prints wrk's summary as one JSON line.
+-- MODE "counted": the same, and done() also prints how many responses had each status.
 -- MODE "paced": one connection per thread (-t equals -c), each sending at a fixed rate
 -- on its own schedule. Latency is measured from when the request was *due*, not when it
 -- was sent, so a stalled server cannot hide its queue behind the client's wait
@@ -84,6 +85,9 @@ function setup(thread)
 end
 
 local PACED = os.getenv("LOOPWISE_WRK_MODE") == "paced"
+-- MODE "counted": the closed loop, also counting responses by status (the overload run,
+-- where 503 sheds must be told apart from failures); it costs wrk its fast path.
+local COUNTED = os.getenv("LOOPWISE_WRK_MODE") == "counted"
 local sequence, position, interval_us, due, due_now, sent_at, nonce
 local counter = 0
 hist = {}
@@ -140,6 +144,12 @@ if PACED then
       key = math.floor(us / scale) * scale
     end
     hist[key] = (hist[key] or 0) + 1
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
+
+if COUNTED then
+  function response(status, headers, body)
     statuses[status] = (statuses[status] or 0) + 1
   end
 end
