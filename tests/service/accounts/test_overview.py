@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
+from fastapi import Request
 
 from loopwise.service.app import create_app
+from loopwise.service.db import Database
 from loopwise.service.settings import Settings
 from tests.service.accounts.conftest import Account, login
 
@@ -65,3 +69,41 @@ async def test_overview_past_its_deadline_is_503(
                 assert again.status_code == 200
     finally:
         await locker.close()
+
+
+async def test_overview_deadline_counts_from_arrival(settings: Settings, alice: Account) -> None:
+    """Waiting for a pooled connection to authenticate spends the overview's own budget."""
+    configured = settings.model_copy(
+        update={
+            "overview_deadline": 0.2,
+            "db_pool_min": 1,
+            "db_pool_max": 1,
+            # Far past the deadline (and the test's timeout): only the deadline can end it.
+            "db_acquire_timeout": 3600,
+            "jobs_in_process": False,
+        }
+    )
+    app = create_app(configured)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(request: Request) -> None:
+        db: Database = request.state.db
+        async with db.pool.acquire():
+            holding.set()
+            await release.wait()
+
+    app.add_api_route("/_hold", hold)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as fast:
+            token = await login(fast, alice.email, alice.password)
+            headers = {"Authorization": f"Bearer {token}"}
+            holder = asyncio.create_task(fast.get("/_hold"))
+            await holding.wait()
+            busy = await fast.get("/users/me/overview", headers=headers)
+            release.set()
+            assert (await holder).status_code == 200
+            again = await fast.get("/users/me/overview", headers=headers)
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert again.status_code == 200
