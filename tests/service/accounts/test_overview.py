@@ -7,11 +7,10 @@ import asyncio
 import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import Request
 
 from loopwise.service.app import create_app
-from loopwise.service.db import Database
 from loopwise.service.settings import Settings
+from tests.pool_holder import add_pool_holder
 from tests.service.accounts.conftest import Account, login
 
 ITEM = {"sku": "TEA-01", "quantity": 1, "unit_price_cents": 450}
@@ -84,25 +83,17 @@ async def test_overview_deadline_counts_from_arrival(settings: Settings, alice: 
         }
     )
     app = create_app(configured)
-    holding, release = asyncio.Event(), asyncio.Event()
-
-    async def hold(request: Request) -> None:
-        db: Database = request.state.db
-        async with db.pool.acquire():
-            holding.set()
-            await release.wait()
-
-    app.add_api_route("/_hold", hold)
+    holder = add_pool_holder(app)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as fast:
             token = await login(fast, alice.email, alice.password)
             headers = {"Authorization": f"Bearer {token}"}
-            holder = asyncio.create_task(fast.get("/_hold"))
-            await holding.wait()
+            held = asyncio.create_task(fast.get(holder.path))
+            await holder.holding.wait()
             busy = await fast.get("/users/me/overview", headers=headers)
-            release.set()
-            assert (await holder).status_code == 200
+            holder.release.set()
+            assert (await held).status_code == 200
             again = await fast.get("/users/me/overview", headers=headers)
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
