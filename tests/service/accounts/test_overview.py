@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio.to_thread
 import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
@@ -98,3 +99,17 @@ async def test_overview_deadline_counts_from_arrival(settings: Settings, alice: 
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
     assert again.status_code == 200
+
+
+async def test_overview_needs_no_thread(client: httpx.AsyncClient, alice: Account) -> None:
+    """Its dependencies resolve on the loop: with no thread to be had, it still answers."""
+    threads = anyio.to_thread.current_default_thread_limiter()
+    taken, tokens = object(), threads.total_tokens
+    threads.total_tokens = 1
+    await threads.acquire_on_behalf_of(taken)  # any thread hop would now wait forever
+    try:
+        response = await client.get("/users/me/overview", headers=alice.headers)
+    finally:
+        threads.release_on_behalf_of(taken)
+        threads.total_tokens = tokens
+    assert response.status_code == 200
