@@ -7,11 +7,10 @@ import secrets
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import Request
 
 from loopwise.service.app import create_app
-from loopwise.service.db import Database
 from loopwise.service.settings import Settings
+from tests.pool_holder import add_pool_holder
 
 
 async def test_exhausted_pool_answers_503_not_a_queue(settings: Settings) -> None:
@@ -25,26 +24,17 @@ async def test_exhausted_pool_answers_503_not_a_queue(settings: Settings) -> Non
         }
     )
     app = create_app(configured)
-    holding = asyncio.Event()
-    release = asyncio.Event()
-
-    async def hold(request: Request) -> None:
-        db: Database = request.state.db
-        async with db.pool.acquire():
-            holding.set()
-            await release.wait()
-
-    app.add_api_route("/_hold", hold)
+    holder = add_pool_holder(app)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            holder = asyncio.create_task(client.get("/_hold"))
-            await holding.wait()
+            held = asyncio.create_task(client.get(holder.path))
+            await holder.holding.wait()
             # A well-formed token nobody holds: checking it needs the database.
             unknown = {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}
             busy = await client.get("/users/me", headers=unknown)
-            release.set()
-            assert (await holder).status_code == 200
+            holder.release.set()
+            assert (await held).status_code == 200
             after = await client.get("/users/me", headers=unknown)
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"

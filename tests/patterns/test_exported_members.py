@@ -37,6 +37,7 @@ def test_package_exports_are_pinned() -> None:
             "BlockingPool",
             "Branch",
             "BreakerStats",
+            "CancelSafeTransport",
             "CircuitBreaker",
             "CircuitOpen",
             "CircuitState",

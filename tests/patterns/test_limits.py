@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from loopwise.patterns import KeyedLimits, LimitTimeout, Saturated, deadline
+from loopwise.patterns import KeyedLimits, KeyStats, LimitTimeout, Saturated, deadline
 
 
 async def _hold(limits: KeyedLimits, key: str, held: asyncio.Event, release: asyncio.Event) -> None:
@@ -191,6 +191,20 @@ async def test_cancelled_waiter_leaves_no_trace() -> None:
     async with limits.acquire("h"):
         assert limits.stats().keys["h"].in_use == 1
     assert limits.stats().keys["h"].in_use == 0
+
+
+async def test_waiter_gone_as_the_slot_frees_leaves_no_trace() -> None:
+    """A waiter cancelled in the instant the slot frees ends cancelled, not in an error."""
+    limits = KeyedLimits(concurrency=1)
+    queued = asyncio.Event()
+    async with limits.acquire("h"):
+        waiter = asyncio.create_task(_queued(limits, "h", queued, [], 0))
+        await queued.wait()
+        waiter.cancel()  # its place in the queue is done before it runs again...
+    # ...and the release just now passed it over, so the queue no longer holds it.
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limits.stats().keys["h"] == KeyStats(in_use=0, waiting=0, admitted=1, rejected=0)
 
 
 async def test_stats_show_saturation() -> None:

@@ -1,6 +1,7 @@
 """Async patterns for production services, usable on their own (no web framework needed)."""
 
 from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker, CircuitState
+from loopwise.patterns.cancel_safe import CancelSafeTransport
 from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import (
     Deadline,
@@ -45,6 +46,7 @@ __all__ = [
     "BlockingPool",
     "Branch",
     "BreakerStats",
+    "CancelSafeTransport",
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitState",

@@ -8,14 +8,22 @@
 The deadline lives in a context variable, so tasks started inside (a TaskGroup, fan-out
 branches) inherit it. Deadlines are absolute times on the event loop's clock; a nested
 deadline takes the earlier of its own and the one in force.
+
+Where the code to bound cannot sit inside one ``async with`` (a web framework resolves a
+request's dependencies, then calls its handler), start the clock where the work starts
+and put it in force without a cancel scope; every bounded wait beneath honours it:
+
+    with Deadline.after(0.1).in_force():   # at the request's arrival
+        caller = await authenticate()       # a pool wait here counts against the 0.1 s
+        await fan_out(..., within=0.1)      # ends by the deadline, not 0.1 s from now
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,6 +66,21 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
+    @contextmanager
+    def in_force(self) -> Iterator[Deadline]:
+        """Make this the deadline in force for the block, or keep the outer one if sooner.
+
+        Nothing is cancelled when it passes: the waits beneath that honour the deadline in
+        force (limits, pools, :func:`deadline`, fan-out) end by then. Yields the effective one.
+        """
+        outer = _current.get()
+        effective = self if outer is None or self.at < outer.at else outer
+        token = _current.set(effective)
+        try:
+            yield effective
+        finally:
+            _current.reset(token)
+
 
 def current_deadline() -> Deadline | None:
     """The deadline in force in this context, or None when unbounded."""
@@ -77,21 +100,16 @@ async def deadline(seconds: float) -> AsyncIterator[Deadline]:
     Raises:
         DeadlineExceeded: when the time runs out; the block's work is cancelled first.
     """
-    outer = _current.get()
-    mine = Deadline.after(seconds)
-    effective = mine if outer is None or mine.at < outer.at else outer
-    token = _current.set(effective)
-    try:
-        async with asyncio.timeout_at(effective.at):
-            yield effective
-    except TimeoutError as exc:
-        if isinstance(exc, DeadlineExceeded):
-            raise
-        raise DeadlineExceeded(
-            f"deadline of {effective.budget:g}s exceeded", budget=effective.budget
-        ) from None
-    finally:
-        _current.reset(token)
+    with Deadline.after(seconds).in_force() as effective:
+        try:
+            async with asyncio.timeout_at(effective.at):
+                yield effective
+        except TimeoutError as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            raise DeadlineExceeded(
+                f"deadline of {effective.budget:g}s exceeded", budget=effective.budget
+            ) from None
 
 
 @dataclass(slots=True)

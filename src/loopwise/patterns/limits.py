@@ -209,13 +209,13 @@ class KeyedLimits:
                 # Handed a slot in the same instant we were cancelled: pass it on.
                 self._release(state, loop.time())
             else:
-                state.waiters.remove(waiter)
+                _leave(state.waiters, waiter)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
         if not granted:
-            state.waiters.remove(waiter)
+            _leave(state.waiters, waiter)
             self._reject(key, state, "concurrency", loop.time() - start)
 
     async def _take_token(
@@ -294,6 +294,13 @@ class KeyedLimits:
         self._last_sweep = now
         for key in [k for k, s in self._keys.items() if s.idle(now, self.forget_idle_after)]:
             del self._keys[key]
+
+
+def _leave(waiters: deque[asyncio.Future[bool]], waiter: asyncio.Future[bool]) -> None:
+    # A release in the same instant may have passed this (already done) waiter over and
+    # dropped it from the queue: then there is nothing left to remove.
+    if waiter in waiters:
+        waiters.remove(waiter)
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -39,6 +39,7 @@ from typing import Any, Self
 import httpx
 
 from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker
+from loopwise.patterns.cancel_safe import CancelSafeTransport
 from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.exceptions import (
@@ -134,16 +135,16 @@ class Downstream(AsyncResource):
             budget=self.retry_budget,
             clock=clock or LoopClock(),
         )
+        self._limits = httpx.Limits(
+            max_connections=max_connections or concurrency,
+            max_keepalive_connections=max_keepalive_connections or concurrency,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._transport = transport
         self._client_args: dict[str, Any] = {
             "base_url": base_url,
             "headers": dict(headers or {}),
             "timeout": httpx.Timeout(timeout),
-            "limits": httpx.Limits(
-                max_connections=max_connections or concurrency,
-                max_keepalive_connections=max_keepalive_connections or concurrency,
-                keepalive_expiry=keepalive_expiry,
-            ),
-            "transport": transport,
             "follow_redirects": False,  # a redirect from a downstream is an answer, not a hop
         }
         self._client: httpx.AsyncClient | None = None
@@ -154,7 +155,8 @@ class Downstream(AsyncResource):
             raise ClosedResource(
                 self.name, f"Cannot reopen downstream {self.name!r} once opened or closed."
             )
-        self._client = httpx.AsyncClient(**self._client_args)
+        transport = self._transport or CancelSafeTransport(limits=self._limits)
+        self._client = httpx.AsyncClient(transport=transport, **self._client_args)
         self._state = ResourceState.OPENED
         return self
 

@@ -22,6 +22,7 @@ from typing import Any, Self
 import asyncpg
 import asyncpg.pool
 
+from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.settings import Settings
 
@@ -49,7 +50,7 @@ class PoolExhausted(TimeoutError):
 
 class _BoundedWaitPool(asyncpg.Pool):
     """A pool whose every acquire, the ``fetch*``/``execute`` helpers' included, waits at
-    most ``acquire_timeout``.
+    most ``acquire_timeout``, and no longer than the deadline in force.
 
     asyncpg waits for a free connection forever by default; past saturation that is an
     unbounded queue inside the process. With a bound the excess fails fast, and the
@@ -61,7 +62,11 @@ class _BoundedWaitPool(asyncpg.Pool):
         self._acquire_timeout = acquire_timeout
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+        bound = self._acquire_timeout if timeout is None else timeout
+        # A request's deadline (the overview's starts at its arrival) bounds the wait too:
+        # a connection that frees up after the caller's budget is spent is no use to it.
+        left = time_left()
+        return super().acquire(timeout=bound if left is None else min(bound, left))
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109  # asyncpg's signature
         try:

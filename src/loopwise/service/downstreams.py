@@ -121,6 +121,14 @@ class Downstreams(AsyncResource):
     async def aclose(self) -> None:
         await self._stack.aclose()
 
+    @property
+    def has_loyalty(self) -> bool:
+        return self._loyalty is not None
+
+    @property
+    def has_shipments(self) -> bool:
+        return self._shipments is not None
+
     def stats(self) -> dict[str, DownstreamStats]:
         """Snapshots of every configured downstream's limits, breaker and retry budget."""
         return {ds.name: ds.stats() for ds in (self._loyalty, self._shipments) if ds is not None}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio.to_thread
 import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
 
 from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
+from tests.pool_holder import add_pool_holder
 from tests.service.accounts.conftest import Account, login
 
 ITEM = {"sku": "TEA-01", "quantity": 1, "unit_price_cents": 450}
@@ -65,3 +69,47 @@ async def test_overview_past_its_deadline_is_503(
                 assert again.status_code == 200
     finally:
         await locker.close()
+
+
+async def test_overview_deadline_counts_from_arrival(settings: Settings, alice: Account) -> None:
+    """Waiting for a pooled connection to authenticate spends the overview's own budget."""
+    configured = settings.model_copy(
+        update={
+            "overview_deadline": 0.2,
+            "db_pool_min": 1,
+            "db_pool_max": 1,
+            # Far past the deadline (and the test's timeout): only the deadline can end it.
+            "db_acquire_timeout": 3600,
+            "jobs_in_process": False,
+        }
+    )
+    app = create_app(configured)
+    holder = add_pool_holder(app)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as fast:
+            token = await login(fast, alice.email, alice.password)
+            headers = {"Authorization": f"Bearer {token}"}
+            held = asyncio.create_task(fast.get(holder.path))
+            await holder.holding.wait()
+            busy = await fast.get("/users/me/overview", headers=headers)
+            holder.release.set()
+            assert (await held).status_code == 200
+            again = await fast.get("/users/me/overview", headers=headers)
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert again.status_code == 200
+
+
+async def test_overview_needs_no_thread(client: httpx.AsyncClient, alice: Account) -> None:
+    """Its dependencies resolve on the loop: with no thread to be had, it still answers."""
+    threads = anyio.to_thread.current_default_thread_limiter()
+    taken, tokens = object(), threads.total_tokens
+    threads.total_tokens = 1
+    await threads.acquire_on_behalf_of(taken)  # any thread hop would now wait forever
+    try:
+        response = await client.get("/users/me/overview", headers=alice.headers)
+    finally:
+        threads.release_on_behalf_of(taken)
+        threads.total_tokens = tokens
+    assert response.status_code == 200

@@ -1,0 +1,77 @@
+"""An httpx transport whose connection pool survives cancelled calls (httpx #1461).
+
+    transport = CancelSafeTransport(limits=httpx.Limits(max_connections=10))
+    async with httpx.AsyncClient(transport=transport) as client:
+        ...   # cancel calls at will: no pool slot is lost
+
+Deadlines end HTTP calls by cancelling them, and httpcore 1.0.9 (the newest) loses a pool
+slot when that happens at the wrong moment. Measured here: after the overview benchmark's
+overloaded closed-loop runs, every slot of a 256-connection pool was held by connections
+no request owned, so each later call waited for a slot until its deadline, against a
+healthy downstream that saw no request at all (and queued requests made each pool update
+cost O(requests x connections) of CPU). The connection left behind is one of:
+
+- ``CONNECTING`` or ``NEW``: the request was cancelled after the pool handed it a new
+  connection and before it used it (httpcore issue 1093; fixes pending in pulls 1094 and
+  1099). Nothing of it is idle, closed, expired or available, so nothing reclaims it.
+- ``ACTIVE``: httpcore's clean-up after a cancellation sits behind an anyio shield, which
+  does not stop a *second* native ``task.cancel()``; nested deadlines ending a moment
+  apart deliver exactly that, and the clean-up stops half way.
+
+In every case the request is gone from the pool and its connection is not idle. The pool
+here closes such connections each time it assigns connections (whenever a request comes
+or goes): a connection is in use only while a request in the pool holds it.
+
+Only plain connection pools are guarded; a transport through a proxy is left as httpx
+builds it. Environment proxies (``HTTP_PROXY``) are not used by a client given an explicit
+transport: a downstream is named in settings, its route should be too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpcore
+import httpx
+
+__all__ = ["CancelSafeTransport"]
+
+
+class _ReapingPool(httpcore.AsyncConnectionPool):
+    """An httpcore pool that closes connections abandoned by cancelled requests."""
+
+    def _assign_requests_to_connections(self) -> list[Any]:
+        # A connection is in use only while a request in `_requests` holds it; one that is
+        # neither idle nor closed and held by none was abandoned mid-way and is never
+        # reused. Closing it here is safe: no task is inside it (its request is gone).
+        owned = {id(r.connection) for r in self._requests if r.connection is not None}
+        orphans = [
+            connection
+            for connection in self._connections
+            if id(connection) not in owned
+            and not connection.is_idle()
+            and not connection.is_closed()
+        ]
+        for connection in orphans:
+            self._connections.remove(connection)
+        closing: list[Any] = super()._assign_requests_to_connections()
+        return orphans + closing
+
+
+class CancelSafeTransport(httpx.AsyncHTTPTransport):
+    """``httpx.AsyncHTTPTransport`` whose pool reclaims connections cancellation orphaned.
+
+    Takes the same arguments as ``httpx.AsyncHTTPTransport``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Same state, one method more: switching the class keeps every argument httpx
+        # passed to the pool (TLS context, socket options, limits) without restating them.
+        if type(self._pool) is httpcore.AsyncConnectionPool:
+            self._pool.__class__ = _ReapingPool
+
+    @property
+    def connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        """The pool's connections now (each says ``is_idle()``, ``is_closed()``...)."""
+        return self._pool.connections
