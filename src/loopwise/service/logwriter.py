@@ -42,7 +42,15 @@ class LineWriter:
         self._max = max_pending
         self._closed = False
         self._start()
-        os.register_at_fork(after_in_child=functools.partial(_restart, weakref.ref(self)))
+        # Never fork while the thread is inside the stream: the child would inherit the
+        # stream's buffer locked by a thread it does not have, and every write there would
+        # fail ("reentrant call"). Hooks cannot be unregistered, hence the weak reference.
+        ref = weakref.ref(self)
+        os.register_at_fork(
+            before=functools.partial(_before_fork, ref),
+            after_in_parent=functools.partial(_after_fork_in_parent, ref),
+            after_in_child=functools.partial(_after_fork_in_child, ref),
+        )
 
     @property
     def dropped(self) -> int:
@@ -50,6 +58,7 @@ class LineWriter:
         return self._dropped
 
     def _start(self) -> None:
+        self._writing = threading.Lock()  # held while the thread is inside the stream
         self._pending: deque[str] = deque()
         self._wake = threading.Event()
         self._dropped = 0
@@ -108,16 +117,33 @@ class LineWriter:
             batch.append(f'{{"event": "log_lines_dropped", "count": {dropped}}}\n')
         if not batch:
             return
-        try:
-            self._stream.write("".join(batch))
-            self._stream.flush()
-        except (OSError, ValueError):  # stderr closed or gone: nowhere left to say it
-            pass
+        with self._writing:
+            try:
+                self._stream.write("".join(batch))
+                self._stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: nowhere left to say it
+                pass
 
 
-def _restart(ref: weakref.ref[LineWriter]) -> None:
-    # In a forked child: the parent's thread did not come along. Fork hooks cannot be
-    # unregistered, hence the weak reference (a collected or closed sink stays so).
+def _before_fork(ref: weakref.ref[LineWriter]) -> None:
     sink = ref()
-    if sink is not None and not sink._closed:
+    if sink is not None:
+        sink._writing.acquire()
+
+
+def _after_fork_in_parent(ref: weakref.ref[LineWriter]) -> None:
+    sink = ref()
+    if sink is not None:
+        sink._writing.release()
+
+
+def _after_fork_in_child(ref: weakref.ref[LineWriter]) -> None:
+    # The parent's thread did not come along: a fresh queue, lock and thread (a closed
+    # sink stays closed and writes through).
+    sink = ref()
+    if sink is None:
+        return
+    if sink._closed:
+        sink._writing = threading.Lock()  # the parent's, acquired before the fork
+    else:
         sink._start()
