@@ -5,8 +5,10 @@
     window = read_lag(url) - before   # LagWindow: samples, mean, p99 and max bucket bounds
 
 The histogram gives bucket bounds, not exact values: "max ≤ 25 ms" means the worst sample
-fell in the bucket ending at 25 ms. Stalls are the watchdog's count of lags past its
-threshold (each logged once with the blocking stack).
+fell in the bucket ending at 25 ms. The watchdog's buckets include 15 and 20 ms, so the
+storm's target, max < 20 ms, is met only when the max bound reads 15 ms or less. Stalls
+are the watchdog's count of lags past its threshold (each logged once with the blocking
+stack).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BeforeValidator,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -22,11 +23,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from loopwise.service.priority import ThreadPriority
 
 __all__ = ["InvalidSettings", "Settings", "load_settings"]
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+# "idle" or "nice:N" as written, not JSON (NoDecode): pydantic-settings would json.loads it.
+Priority = Annotated[ThreadPriority, NoDecode, BeforeValidator(ThreadPriority.parse)]
 
 
 class Settings(BaseSettings):
@@ -94,8 +99,9 @@ class Settings(BaseSettings):
         default=None, ge=1, le=64, description="Unset: the cores shared by the server workers."
     )
     password_hash_queue: int = Field(default=64, ge=0, le=10_000)
-    # Linux: the hashing threads' nice value, so a burst of hashing cannot starve the loop.
-    password_hash_nice: int = Field(default=10, ge=0, le=19)
+    # Linux: the hashing threads' CPU priority, "idle" (SCHED_IDLE) or "nice:N" (0-19), so a
+    # burst of hashing cannot starve the loop (README: "Registration storms").
+    password_hash_priority: Priority = ThreadPriority(idle=True)
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
     # Login throttling: failures per fixed window, per account and per client address.
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)

@@ -6,13 +6,16 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from loopwise.service.accounts.passwords import ClosedPasswords, Passwords
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.priority import ThreadPriority
+from loopwise.service.settings import Settings
 
-CHEAP = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}
+CHEAP: dict[str, Any] = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}
 
 
 @pytest.fixture
@@ -82,24 +85,31 @@ async def test_refuses_use_after_close() -> None:
         await hasher.open()
 
 
-def _thread_nice_values() -> dict[int, int]:
-    """Every thread of this process by id, with its nice value (Linux /proc)."""
-    out = {}
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/stat", encoding="ascii") as stat:
-            # Fields after the command's closing parenthesis; nice is field 19 of stat.
-            fields = stat.read().rsplit(")", 1)[1].split()
-        out[int(task)] = int(fields[16])
-    return out
+def _scheduling() -> tuple[int, int, int]:
+    """This thread's id, scheduling policy and nice value (Linux: all per thread)."""
+    tid = threading.get_native_id()
+    return tid, os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)
 
 
-async def test_hashing_threads_yield_the_cpu_to_the_loop() -> None:
-    """Hashes run on threads with the configured nice value; the loop's thread keeps its own."""
-    loop_thread = threading.get_native_id()
-    before = await asyncio.to_thread(_thread_nice_values)
-    async with Passwords(**CHEAP, workers=1, queue=0, nice=7) as hasher:
-        await hasher.hash("correct horse")
-        during = await asyncio.to_thread(_thread_nice_values)
-    niced = {tid for tid, nice in during.items() if nice == 7 and before.get(tid) != 7}
-    assert len(niced) == 1  # the pool's one worker thread
-    assert during[loop_thread] == before[loop_thread]
+@pytest.mark.parametrize(
+    ("setting", "policy", "nice"),
+    [("idle", os.SCHED_IDLE, 0), ("nice:7", os.SCHED_OTHER, 7), ("nice:0", os.SCHED_OTHER, 0)],
+)
+async def test_hashes_run_off_the_loop_at_the_configured_priority(
+    settings: Settings, setting: str, policy: int, nice: int
+) -> None:
+    """The setting reaches the thread that hashes; the loop's thread keeps its own priority."""
+    loop_thread = _scheduling()
+    configured = settings.model_copy(
+        update={
+            "password_hash_priority": ThreadPriority.parse(setting),
+            "password_hash_workers": 1,  # one thread: the one that hashed is the one we read
+        }
+    )
+    async with Passwords.from_settings(configured) as hasher:
+        stored = await hasher.hash("correct horse")
+        assert await hasher.verify(stored, "correct horse")
+        worker = await hasher.pool.run(_scheduling)
+    assert worker[0] != loop_thread[0]
+    assert worker[1:] == (policy, nice)
+    assert _scheduling() == loop_thread

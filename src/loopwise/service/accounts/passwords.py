@@ -14,17 +14,22 @@ bound.
 Off the loop is not enough on a busy machine: one hash with ``parallelism=4`` runs four
 threads flat out, and on two cores the scheduler then gives the event loop a fifth of a
 core (the benchmark measured 100 ms of loop lag during a registration storm). So on Linux,
-where nice is per thread and inherited by the threads argon2 starts, the hashing threads
-lower their own priority (``password_hash_nice``): hashing slows under load instead of
-every other request.
+where scheduling is per thread and the threads argon2 starts inherit it, the hashing
+threads lower their own priority (``password_hash_priority``). The default, ``idle``
+(``SCHED_IDLE``), lets the service's other threads, the event loop first, take the CPU
+from them the moment they wake up: a request never waits behind a hash for its core.
+
+The trade-off: hashing gets only CPU time nothing else wants, so when the cores stay busy,
+registrations and logins slow down (the benchmark's storm beside 1,000 reads/s still
+registered; see the README's "Registration storms"). Their wait is bounded: past
+``password_hash_queue`` waiting callers the next gets 503 at once, and a caller with a
+deadline waits only within it. An operator who prefers hashing to keep a guaranteed share
+sets ``nice:N`` instead.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
-import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Annotated, ParamSpec, Self, TypeVar
@@ -37,12 +42,17 @@ from loopwise.patterns.exceptions import Saturated
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.patterns.offload import BlockingPool
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.logs import get_logger
+from loopwise.service.priority import ThreadPriority
 from loopwise.service.settings import Settings
 
 __all__ = ["ClosedPasswords", "NewPassword", "Passwords"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_log = get_logger("loopwise.passwords")
+_UNCHANGED = ThreadPriority()  # nice:0, the threads as they start
 
 # NIST SP 800-63B: at least 8 characters, allow at least 64, no composition rules.
 # 128 bounds the work a hostile client can make us hash per request.
@@ -63,25 +73,6 @@ NewPassword = Annotated[
 """A password a user may choose: 8 to 128 characters, not trivially repetitive."""
 
 
-def _lower_thread_priority(nice: int) -> None:
-    """Raise this thread's nice value to at least ``nice`` (Linux; elsewhere a no-op).
-
-    Linux applies ``setpriority(PRIO_PROCESS, tid)`` to one thread; other systems would
-    read the thread id as a process id, so they are left alone. Raising nice needs no
-    privilege; the thread is the hashing pool's own and stays lowered.
-    """
-    if sys.platform != "linux" or nice <= 0:
-        return
-    tid = threading.get_native_id()
-    if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-
-
-def _niced(nice: int, call: Callable[[], T]) -> T:
-    _lower_thread_priority(nice)
-    return call()
-
-
 class ClosedPasswords(RuntimeError):
     """The hasher was used before it was opened or after it was closed."""
 
@@ -97,9 +88,10 @@ class Passwords(AsyncResource):
         parallelism: int,
         workers: int,
         queue: int,
-        nice: int = 0,
+        priority: ThreadPriority = _UNCHANGED,
     ) -> None:
-        self._nice = nice
+        self._priority = priority
+        self._fell_back = False
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -119,7 +111,7 @@ class Passwords(AsyncResource):
             parallelism=settings.argon2_parallelism,
             workers=settings.password_hash_threads,
             queue=settings.password_hash_queue,
-            nice=settings.password_hash_nice,
+            priority=settings.password_hash_priority,
         )
 
     @property
@@ -146,6 +138,19 @@ class Passwords(AsyncResource):
             return False
         return await self._run(self._check, stored, password)
 
+    def _lowered(self, call: Callable[[], T]) -> T:
+        # In the pool's thread: SCHED_IDLE or nice is per thread on Linux, and it sticks to
+        # this thread, which only ever hashes; so after the first call this is one syscall.
+        if self._priority.apply() == "fallback" and not self._fell_back:
+            self._fell_back = True  # a race may log twice; harmless
+            _log.warning(
+                "password_hash_priority_fallback",
+                wanted=str(self._priority),
+                used="nice:19",
+                reason="SCHED_IDLE refused by the kernel or a seccomp profile",
+            )
+        return call()
+
     def _check(self, stored: str, password: str) -> bool:
         try:
             return self._hasher.verify(stored, password)
@@ -163,7 +168,7 @@ class Passwords(AsyncResource):
         if self._state is not ResourceState.OPENED:
             raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
         try:
-            return await self._pool.run(_niced, self._nice, functools.partial(fn, *args, **kwargs))
+            return await self._pool.run(self._lowered, functools.partial(fn, *args, **kwargs))
         except Saturated:
             # Shed rather than queue without bound: the client retries, the loop stays free.
             raise Unavailable(
