@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # Linux: the hashing threads' CPU priority, "idle" (SCHED_IDLE) or "nice:N" (0-19), so a
     # burst of hashing cannot starve the loop (README: "Registration storms").
     password_hash_priority: Priority = ThreadPriority(idle=True)
+    # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
+    password_hash_deadline: PositiveSeconds = 10.0
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
     # Login throttling: failures per fixed window, per account and per client address.
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)

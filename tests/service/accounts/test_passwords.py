@@ -74,6 +74,30 @@ async def test_saturated_pool_sheds_with_503(passwords: Passwords) -> None:
         await occupied
 
 
+async def test_a_hash_not_done_within_the_deadline_sheds_with_503() -> None:
+    """A caller stops waiting at the deadline, queued or not, and gets 503 + Retry-After."""
+    loop = asyncio.get_running_loop()
+    started, release = asyncio.Event(), threading.Event()
+
+    def hold_the_worker() -> None:
+        loop.call_soon_threadsafe(started.set)
+        release.wait()
+
+    async with Passwords(**CHEAP, workers=1, queue=4, deadline=0.2) as hasher:
+        occupied = asyncio.create_task(hasher.pool.run(hold_the_worker))
+        await started.wait()
+        try:
+            with pytest.raises(Unavailable) as caught:
+                await hasher.hash("x" * 10)  # queued behind the held worker until 0.2 s
+            assert caught.value.headers["Retry-After"] == "1"
+        finally:
+            release.set()
+            await occupied
+        assert await hasher.verify(await hasher.hash("y" * 10), "y" * 10)
+    with pytest.raises(ValueError, match="`deadline`"):
+        Passwords(**CHEAP, workers=1, queue=0, deadline=0)
+
+
 async def test_refuses_use_after_close() -> None:
     """A closed hasher refuses work and cannot be reopened."""
     hasher = Passwords(**CHEAP, workers=1, queue=0)

@@ -38,7 +38,8 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import AfterValidator, Field
 
-from loopwise.patterns.exceptions import Saturated
+from loopwise.patterns.deadlines import deadline
+from loopwise.patterns.exceptions import DeadlineExceeded, Saturated
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.patterns.offload import BlockingPool
 from loopwise.service.exceptions import Unavailable
@@ -89,7 +90,11 @@ class Passwords(AsyncResource):
         workers: int,
         queue: int,
         priority: ThreadPriority = _UNCHANGED,
+        deadline: float = 10.0,
     ) -> None:
+        if deadline <= 0:
+            raise ValueError(f"`deadline` must be positive, got {deadline}")
+        self._deadline = deadline
         self._priority = priority
         self._fell_back = False
         self._hasher = argon2.PasswordHasher(
@@ -112,6 +117,7 @@ class Passwords(AsyncResource):
             workers=settings.password_hash_threads,
             queue=settings.password_hash_queue,
             priority=settings.password_hash_priority,
+            deadline=settings.password_hash_deadline,
         )
 
     @property
@@ -123,7 +129,8 @@ class Passwords(AsyncResource):
         """The argon2id hash of ``password`` (PHC string, salt and parameters included).
 
         Raises:
-            Unavailable: every worker is busy and the queue is full.
+            Unavailable: every worker is busy and the queue is full, or the hash was not
+                done within the deadline.
         """
         return await self._run(self._hasher.hash, password)
 
@@ -168,9 +175,13 @@ class Passwords(AsyncResource):
         if self._state is not ResourceState.OPENED:
             raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
         try:
-            return await self._pool.run(self._lowered, functools.partial(fn, *args, **kwargs))
-        except Saturated:
+            # Bounded in time as well as in callers: at a low priority a hash may wait long
+            # for a core while the service is saturated, and no client should wait with it.
+            async with deadline(self._deadline):
+                return await self._pool.run(self._lowered, functools.partial(fn, *args, **kwargs))
+        except (Saturated, DeadlineExceeded):
             # Shed rather than queue without bound: the client retries, the loop stays free.
+            # (A hash already running finishes in its thread; nothing was written yet.)
             raise Unavailable(
                 "Password hashing is at capacity; retry shortly.", retry_after=1
             ) from None
