@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -111,3 +112,15 @@ def test_off_loop_settings_are_validated(field: str, bad: int, variable: str) ->
     """A nonsense watchdog or pool setting stops start-up with a line naming the variable."""
     with pytest.raises(InvalidSettings, match=variable):
         load_settings(**{field: bad}, _env_file=None)
+
+
+async def test_startup_objects_are_exempt_from_full_collections(settings: Settings) -> None:
+    """While the app runs, what start-up built sits in the collector's permanent generation.
+
+    A full collection then walks only what was made since, instead of stopping the loop for
+    ~100 ms; shutdown hands the objects back.
+    """
+    assert gc.get_freeze_count() == 0
+    async with LifespanManager(create_app(settings)):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
