@@ -12,8 +12,9 @@ import pytest
 from loopwise.patterns.exceptions import DeadlineExceeded
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.queue import Job
+from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email
-from loopwise.service.jobs.worker import ClosedWorker, PermanentJobError, Worker
+from loopwise.service.jobs.worker import ClosedWorker, Worker
 from tests.jobs.conftest import Observed, job_row, welcome_handlers, worker
 from tests.jobs.smtp import SmtpServer, free_port, silent_server, smtp_server
 

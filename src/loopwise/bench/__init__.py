@@ -12,6 +12,7 @@ dependencies (matplotlib, psutil) come with ``loopwise[bench]``.
 from loopwise.bench.config import BenchConfig
 from loopwise.bench.loadgen import LoadGeneratorMissing
 from loopwise.bench.report import write_report
-from loopwise.bench.runner import BenchReport, run_bench
+from loopwise.bench.results import BenchReport
+from loopwise.bench.runner import run_bench
 
 __all__ = ["BenchConfig", "BenchReport", "LoadGeneratorMissing", "run_bench", "write_report"]

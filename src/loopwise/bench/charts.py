@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from loopwise.bench.runner import BenchReport
+from loopwise.bench.results import BenchReport
 
 __all__ = ["draw_charts"]
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loopwise.bench.runner import BenchReport, ScenarioResult
+from loopwise.bench.results import BenchReport, ScenarioResult
 from loopwise.bench.scenarios import COMPARISONS
 from loopwise.bench.targets import targets
 

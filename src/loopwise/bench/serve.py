@@ -3,7 +3,7 @@
 Every server in a run (the bare baselines, the naive version, loopwise itself) starts
 through this one function, so they share every server setting: the same granian, the
 same interface, event loop and worker count, no access log. The options mirror
-``loopwise serve`` (``loopwise.cli.serve``); keep the two in step.
+``loopwise serve`` (``loopwise.cli.service.serve``); keep the two in step.
 """
 
 from __future__ import annotations

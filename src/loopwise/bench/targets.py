@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from loopwise.bench.soak import FLAT_GROWTH
 
 if TYPE_CHECKING:
-    from loopwise.bench.runner import BenchReport, ScenarioResult
+    from loopwise.bench.results import BenchReport, ScenarioResult
 
 __all__ = ["TargetRow", "targets"]
 

@@ -15,8 +15,9 @@ from loopwise.service.jobs.admin import (
 )
 from loopwise.service.jobs.background import BackgroundStats, BackgroundWork, ClosedBackgroundWork
 from loopwise.service.jobs.queue import CHANNEL, Job, JobState, enqueue
+from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email, job_handlers
-from loopwise.service.jobs.worker import ClosedWorker, PermanentJobError, Worker, WorkerStats
+from loopwise.service.jobs.worker import ClosedWorker, Worker, WorkerStats
 
 __all__ = [
     "CHANNEL",

@@ -22,7 +22,7 @@ from loopwise.service.jobs.email import (
     welcome_message,
 )
 from loopwise.service.jobs.queue import Connection, Job, enqueue
-from loopwise.service.jobs.worker import PermanentJobError
+from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 

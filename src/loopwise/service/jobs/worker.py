@@ -7,10 +7,9 @@
 
 Wake-ups come from LISTEN on a dedicated connection; a poll every ``poll_interval`` covers
 lost notifications, a dropped listener and jobs scheduled for later, so a missed NOTIFY
-only delays a job. Every running job holds a lease that one renewal task extends for all
-of them; a job whose lease was taken over (this process stalled past it) is cancelled
-here, and its late result is refused by the fence anyway. Any number of workers, in any
-number of processes, share one queue: PostgreSQL row locks are the only coordination.
+only delays a job. Claimed jobs run under deadlines and leases in ``running.py``. Any
+number of workers, in any number of processes, share one queue: PostgreSQL row locks are
+the only coordination.
 """
 
 from __future__ import annotations
@@ -20,32 +19,24 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Self, TypeVar
+from typing import Self
 
 import asyncpg
 
-from loopwise.patterns.deadlines import deadline
-from loopwise.patterns.exceptions import DeadlineExceeded
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.admin import prune_finished
-from loopwise.service.jobs.queue import Job, JobState
+from loopwise.service.jobs.queue import Job
+from loopwise.service.jobs.running import Handler, RunningJobs
 from loopwise.service.listener import PgListener
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
-__all__ = ["ClosedWorker", "PermanentJobError", "Worker", "WorkerStats"]
-
-Handler = Callable[[Job], Awaitable[None]]
-R = TypeVar("R")
+__all__ = ["ClosedWorker", "Worker", "WorkerStats"]
 
 _log = get_logger("loopwise.jobs")
-
-
-class PermanentJobError(Exception):
-    """Raised by a handler when retrying cannot help: the job goes dead at once."""
 
 
 class ClosedWorker(RuntimeError):
@@ -106,21 +97,25 @@ class Worker(AsyncResource):
                 raise ValueError(f"`{name}` must be positive, got {value}")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._pool, self._handlers, self._dsn = pool, dict(handlers), dsn
-        self._concurrency, self._lease, self._job_timeout = concurrency, lease, job_timeout
+        self._concurrency, self._lease = concurrency, lease
         self._poll, self._grace = poll_interval, grace
-        self._backoff = (backoff_base, backoff_max)
         self._prune_after, self._prune_every = prune_after, prune_every
         self._state = ResourceState.UNOPENED
         self._stopping = False
         self._wake = asyncio.Event()
-        self._running: dict[asyncio.Task[None], Job] = {}
-        self._lost: set[int] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
         self._tg = asyncio.TaskGroup()
+        self._jobs = RunningJobs(
+            pool,
+            self._handlers,
+            self._tg,
+            self._wake,
+            lease=lease,
+            job_timeout=job_timeout,
+            backoff=(backoff_base, backoff_max),
+        )
         self._claimer: asyncio.Task[None] | None = None
         self._services: list[asyncio.Task[None]] = []
         self._listener: PgListener | None = None
-        self._counts = dict.fromkeys(("completed", "retried", "dead", "lost", "released"), 0)
 
     @classmethod
     def from_settings(
@@ -142,9 +137,14 @@ class Worker(AsyncResource):
         )
 
     def stats(self) -> WorkerStats:
-        c = self._counts
+        c = self._jobs.counts
         return WorkerStats(
-            len(self._running), c["completed"], c["retried"], c["dead"], c["lost"], c["released"]
+            len(self._jobs.running),
+            c["completed"],
+            c["retried"],
+            c["dead"],
+            c["lost"],
+            c["released"],
         )
 
     async def __aenter__(self) -> Self:
@@ -154,7 +154,7 @@ class Worker(AsyncResource):
         await self._tg.__aenter__()
         self._claimer = self._tg.create_task(self._claim_loop(), name="jobs-claim")
         self._services = [
-            self._tg.create_task(self._renew_loop(), name="jobs-renew"),
+            self._tg.create_task(self._jobs.renew_leases(), name="jobs-renew"),
             self._tg.create_task(self._maintain_loop(), name="jobs-maintain"),
         ]
         if self._dsn is not None:
@@ -184,22 +184,22 @@ class Worker(AsyncResource):
             if self._claimer is not None:
                 # Not cancelled: a claim cut off mid-query could take jobs nobody runs.
                 await self._claimer
-            if self._running:
-                _log.info("worker_draining", running=len(self._running), grace=self._grace)
-                await asyncio.wait(list(self._running), timeout=self._grace)
-            for task in list(self._running):
+            running = self._jobs.running
+            if running:
+                _log.info("worker_draining", running=len(running), grace=self._grace)
+                await asyncio.wait(list(running), timeout=self._grace)
+            for task in list(running):
                 task.cancel()  # each releases its job as it unwinds
-            if self._running:
-                await asyncio.wait(list(self._running))
+            if running:
+                await asyncio.wait(list(running))
             if self._listener is not None:
                 await self._listener.aclose()
             for service in self._services:
                 service.cancel()
-            for timer in self._timers:
-                timer.cancel()
+            self._jobs.cancel_timers()
         finally:
             await self._tg.__aexit__(None, None, None)
-            _log.info("worker_stopped", owner=self.owner, **self._counts)
+            _log.info("worker_stopped", owner=self.owner, **self._jobs.counts)
 
     # The claim loop: one claim for as many jobs as there are free slots, then wait for a
     # notification, a finished job, or the poll interval.
@@ -207,7 +207,7 @@ class Worker(AsyncResource):
         kinds = list(self._handlers)
         while not self._stopping:
             self._wake.clear()
-            free = self._concurrency - len(self._running)
+            free = self._concurrency - len(self._jobs.running)
             jobs: list[Job] = []
             if free > 0:
                 try:
@@ -218,104 +218,12 @@ class Worker(AsyncResource):
                 except Exception as exc:  # the next tick claims again
                     _log.warning("claim_failed", error=repr(exc))
                 for job in jobs:
-                    task = self._tg.create_task(self._run(job), name=f"job-{job.id}")
-                    self._running[task] = job
+                    self._jobs.start(job)
                 if jobs and len(jobs) == free:
                     continue  # there may be more; the next pass waits for a free slot
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
                     await self._wake.wait()
-
-    async def _run(self, job: Job) -> None:
-        task = asyncio.current_task()
-        try:
-            await self._attempt(job)
-        except asyncio.CancelledError:
-            if job.id not in self._lost:
-                # Shutting down past the grace: hand the job back now rather than at lease
-                # expiry. Never marked done: it may not have finished.
-                await self._record(queue.release, job, "released: worker stopped mid-run")
-                self._counts["released"] += 1
-            raise
-        finally:
-            if task is not None:
-                self._running.pop(task, None)
-            self._lost.discard(job.id)
-            self._wake.set()
-
-    async def _attempt(self, job: Job) -> None:
-        log = _log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
-        try:
-            async with deadline(self._job_timeout):
-                await self._handlers[job.kind](job)
-        except PermanentJobError as exc:
-            outcome = await self._record(queue.fail, job, str(exc), retry_in=None)
-            error = str(exc)
-        except Exception as exc:  # any failure of a job is recorded, never raised
-            detail = f"timed out: {exc}" if isinstance(exc, DeadlineExceeded) else f"{exc!r}"
-            delay = queue.backoff_delay(job.attempt, base=self._backoff[0], cap=self._backoff[1])
-            outcome = await self._record(queue.fail, job, detail, retry_in=delay)
-            error = detail
-            if outcome is JobState.QUEUED:
-                self._wake_after(delay)
-        else:
-            done = await self._record(queue.complete, job)
-            if done:
-                self._counts["completed"] += 1
-                log.info("job_done")
-            else:
-                log.warning("job_done_but_lease_lost")
-            return
-        if outcome is JobState.QUEUED:
-            self._counts["retried"] += 1
-            log.warning("job_retry", error=error)
-        elif outcome is JobState.DEAD:
-            self._counts["dead"] += 1
-            log.error("job_dead", error=error)
-        else:
-            log.warning("job_failed_but_lease_lost", error=error)
-
-    async def _record(
-        self, write: Callable[..., Awaitable[R]], job: Job, *args: object, **kwargs: object
-    ) -> R | None:
-        """Write a job's outcome; on a database error leave it to lease expiry."""
-        try:
-            async with asyncio.timeout(self._lease / 2):
-                async with self._pool.acquire() as conn:
-                    return await write(conn, job, *args, **kwargs)
-        except Exception as exc:  # never let one job's bookkeeping take the worker down
-            _log.error("job_result_not_recorded", job_id=job.id, error=repr(exc))
-            return None
-
-    def _wake_after(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self._wake.set()
-
-        handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
-
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 3)
-            held = list(self._running.items())
-            if not held:
-                continue
-            try:
-                async with self._pool.acquire() as conn:
-                    kept = await queue.renew_leases(conn, [j for _, j in held], lease=self._lease)
-            except Exception as exc:  # retried next tick, well within the lease
-                _log.warning("lease_renewal_failed", error=repr(exc))
-                continue
-            for task, job in held:
-                if job.id not in kept and not task.done():
-                    # Another worker may run it now: stop ours; its result would be refused.
-                    self._lost.add(job.id)
-                    self._counts["lost"] += 1
-                    _log.warning("lease_lost", job_id=job.id, attempt=job.attempt)
-                    task.cancel()
 
     async def _maintain_loop(self) -> None:
         loop = asyncio.get_running_loop()
