@@ -26,7 +26,8 @@ def _throughput(report: BenchReport, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(12, 5.5))
     # Up to 20 distinct colours (the default cycle repeats after 10), a log scale so the
     # argon2 endpoints are not flat on the axis, and the legend beside the plot, not on it.
-    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    tab20 = plt.get_cmap("tab20")
+    ax.set_prop_cycle(color=[tab20(i) for i in range(20)])
     for r in measured:
         ax.plot(
             [x.connections for x in r.closed], [x.rps for x in r.closed], marker="o", label=r.title
