@@ -84,9 +84,6 @@ class LineWriter:
     def flush(self) -> None:
         """Nothing to do: the thread writes as soon as it wakes (see :meth:`close`)."""
 
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
     def close(self) -> None:
         """Write what is queued and stop the thread; later lines are written directly."""
         self._closed = True
