@@ -38,7 +38,8 @@ class BenchConfig:
     logged_in_users: int = 64
     jobs: int = 2000  # welcome emails queued for the worker throughput runs
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    wrk_threads: int = 2
+    load_generator: str = "k6"  # or "wrk" (apt); the report names the one that ran
+    wrk_threads: int = 2  # wrk's closed-loop threads; k6 uses every core
     scenarios: frozenset[str] | None = None  # None: every scenario
     database_url: str | None = None
     data_dir: Path = Path(".loopwise")

@@ -45,15 +45,21 @@ def bench(
     rate: Annotated[
         float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
     ] = 0,
+    load_generator: Annotated[
+        str,
+        typer.Option(help="k6 (installed with the bench extra) or wrk (apt); the report names it."),
+    ] = "k6",
 ) -> None:
     """Benchmark loopwise against bare baselines and the seed's naive version.
 
     Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
-    outbound fan-out), seeds 10K users and 100K orders, drives load with wrk, stops it
+    outbound fan-out), seeds 10K users and 100K orders, drives load with k6 (or wrk), stops it
     all, and writes report.json, report.md and PNG charts into --out.
     """
     from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
 
+    if load_generator not in ("k6", "wrk"):
+        fail(f"--load-generator must be k6 or wrk, not {load_generator!r}")
     settings = validated_settings()
     # The harness's own readiness polls would log every request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -62,6 +68,7 @@ def bench(
         "database_url": database_url or settings.database_url,
         "data_dir": settings.data_dir,
         "out_dir": out,
+        "load_generator": load_generator,
     }
     if workers:
         overrides["workers"] = workers
