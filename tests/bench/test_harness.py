@@ -22,6 +22,10 @@ from loopwise.bench.soak import FLAT_GROWTH, _per_process, run_soak
 from loopwise.service.migrate import expected_revision
 
 
+# End to end it starts six servers and three simulators and runs the load generator about a
+# dozen times: ~60 s on an idle 2-core machine, past the suite's 120 s beside busy
+# neighbours (measured: 127 s at load average 9).
+@pytest.mark.timeout(360)
 def test_quick_run_measures_baselines_and_writes_the_report(
     pg_admin_dsn: str, tmp_path: Path, blockbuster: BlockBuster
 ) -> None:

