@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockBuster
 
-import loopwise.bench
-from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
-from loopwise.bench.generators import find_load_generator
-from loopwise.bench.loadgen import Request, RequestPlan, percentiles
-from loopwise.bench.memory import Sample
-from loopwise.bench.scenarios import SERVERS
-from loopwise.bench.servers import ServerProcess
-from loopwise.bench.soak import FLAT_GROWTH, _per_process, run_soak
+import loopwise_bench
 from loopwise.service.migrate import expected_revision
+from loopwise_bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+from loopwise_bench.generators import find_load_generator
+from loopwise_bench.loadgen import Request, RequestPlan, percentiles
+from loopwise_bench.memory import Sample
+from loopwise_bench.scenarios import SERVERS
+from loopwise_bench.servers import ServerProcess
+from loopwise_bench.soak import FLAT_GROWTH, _per_process, run_soak
 
 
 # End to end it starts six servers and three simulators and runs the load generator about a
@@ -115,8 +115,7 @@ def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(ValueError, match="`name` must be one of"):
         find_load_generator("ab")
     # The real command in a process of its own (it configures logging process-wide).
-    command = [sys.executable, "-c", "from loopwise.cli import main; main()", "bench", "--quick"]
-    command += ["--load-generator", "wrk"]
+    command = [sys.executable, "-m", "loopwise_bench", "run", "--quick", "--load-generator", "wrk"]
     env = {**os.environ, "PATH": str(tmp_path), "LOOPWISE_DATABASE_URL": "postgresql:///unused"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603 -- our own interpreter
     assert done.returncode == 2
@@ -142,7 +141,7 @@ def test_request_lines_refuse_what_would_break_the_file() -> None:
 
 def test_public_names() -> None:
     """The bench package exports exactly its documented entry points."""
-    assert loopwise.bench.__all__ == [
+    assert loopwise_bench.__all__ == [
         "BenchConfig",
         "BenchReport",
         "LoadGeneratorMissing",

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster
 
-from loopwise.bench import k6
-from loopwise.bench.generators import find_load_generator, run_closed, run_paced
-from loopwise.bench.loadgen import Request, RequestPlan
+from loopwise_bench import k6
+from loopwise_bench.generators import find_load_generator, run_closed, run_paced
+from loopwise_bench.loadgen import Request, RequestPlan
 
 
 class _SlowHandler(BaseHTTPRequestHandler):
