@@ -23,6 +23,7 @@ from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
+from loopwise.service.drain import Drain
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
@@ -42,8 +43,14 @@ class MissingDatabaseUrl(RuntimeError):
     """The app was built without a database URL; the CLI provides one in embedded mode."""
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``, which must name a database by URL."""
+def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
+    """Build the app for ``settings``, which must name a database by URL.
+
+    Args:
+        settings: validated settings; ``database_url`` must be set.
+        handle_sigterm: make SIGTERM start a drain (``service/drain.py``); for server
+            workers only, whose lifespan runs on the loop granian serves from.
+    """
     if settings.database_url is None:
         raise MissingDatabaseUrl(
             "create_app needs settings.database_url; `loopwise serve` starts an embedded "
@@ -58,9 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
         wait=settings.admission_wait,
     )
 
+    drain = Drain(delay=settings.drain_delay)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            if handle_sigterm:
+                await stack.enter_async_context(drain.handling_sigterm())
             blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track_database(db)
@@ -98,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
+                drain=drain,
                 db=db,
                 schema_revision=revision,
                 blocking=blocking,
@@ -197,4 +209,4 @@ def create_app_from_env() -> FastAPI:
     """Factory for server workers: settings come from the environment the CLI prepared."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    return create_app(settings, handle_sigterm=True)

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
+    # Rolling deploys (docs/operations/cluster.md, "Drain"): seconds after SIGTERM during
+    # which /readyz answers 503 while every other request is served, so a load balancer
+    # takes the instance out of rotation before it stops accepting. 5 s covers HAProxy's
+    # `inter 1s fall 2` with margin and a Kubernetes readiness probe every 2 s; 0 stops at once.
+    drain_delay: float = Field(default=5.0, ge=0, le=600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Overload (README "Overload"): requests in flight per process; the excess is answered
     # 503 with Retry-After at once instead of queueing. Connections each worker holds open
