@@ -36,7 +36,7 @@ def serve() -> None:
     settings = validated_settings()
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
-            apply_migrations(dsn)
+            apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
         if settings.workers > 1:
@@ -105,5 +105,5 @@ def migrate() -> None:
     """
     settings = validated_settings()
     with database(settings) as dsn:
-        apply_migrations(dsn)
+        apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         _log.info("migrated")

@@ -57,6 +57,8 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
             "PostgreSQL and sets it"
         )
     dsn = str(settings.database_url)
+    # LISTEN needs a session of its own: behind a transaction pooler, the direct URL.
+    listen_dsn = settings.direct_dsn(dsn)
     # Built with the app, not in the lifespan: the middleware below observes into it.
     metrics = Metrics()
     gate = Admission(
@@ -84,7 +86,9 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
             metrics.track_pool(passwords.pool)
             sessions = await stack.enter_async_context(
                 SessionCache(
-                    dsn, ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+                    listen_dsn,
+                    ttl=settings.session_cache_ttl,
+                    max_entries=settings.session_cache_size,
                 )
             )
             metrics.track_session_cache(sessions.stats)
@@ -99,7 +103,7 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
-                    Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
+                    Worker.from_settings(settings, db.pool, job_handlers(settings), listen_dsn)
                 )
                 metrics.track_job_worker(worker.stats)
             metrics.track_admission(gate)
