@@ -81,7 +81,12 @@ def _unprivileged() -> tuple[int, int] | None:
 
 def _postgres_bin() -> Path:
     # pgserver's wheel ships the binaries (a dependency of the project): no system package.
-    from pgserver._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns at pgserver's import without XDG_RUNTIME_DIR (CI, containers).
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from pgserver._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 

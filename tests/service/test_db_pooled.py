@@ -32,15 +32,18 @@ async def bouncer(database_url: str) -> AsyncIterator[PgBouncer]:
         await conn.execute(f'ALTER DATABASE "{database_name(database_url)}" SET jit = off')
     finally:
         await conn.close()
-    async with scratch_directory() as workdir, PgBouncer(
-        Path(workdir),
-        server_host=parts.hostname or "127.0.0.1",
-        server_port=parts.port or 5432,
-        database=database_name(database_url),
-        # Fewer server connections than clients: consecutive transactions of one client
-        # connection land on different servers, the case that breaks session state.
-        pool_size=3,
-    ) as pgbouncer:
+    async with (
+        scratch_directory() as workdir,
+        PgBouncer(
+            Path(workdir),
+            server_host=parts.hostname or "127.0.0.1",
+            server_port=parts.port or 5432,
+            database=database_name(database_url),
+            # Fewer server connections than clients: consecutive transactions of one client
+            # connection land on different servers, the case that breaks session state.
+            pool_size=3,
+        ) as pgbouncer,
+    ):
         yield pgbouncer
 
 
