@@ -11,6 +11,8 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from email.message import EmailMessage
+from email.utils import parseaddr
 
 import httpx
 import pytest
@@ -99,9 +101,9 @@ async def test_sigkill_of_a_worker_mid_send(
     stalled: list[str] = []
     stalling = asyncio.Event()
 
-    async def stall_first(message: object) -> str | None:
+    async def stall_first(message: EmailMessage) -> str | None:
         # The first message of the batch is held mid-DATA until its worker is dead.
-        recipient = str(message["To"])  # type: ignore[index]
+        recipient = parseaddr(str(message["To"]))[1]
         if recipient.startswith("mail") and not stalled:
             stalled.append(recipient)
             stalling.set()
@@ -127,7 +129,7 @@ async def test_sigkill_of_a_worker_mid_send(
     async with asyncio.timeout(120):
         while not wanted <= delivered.keys():
             message = await cluster.smtp.inbox.get()
-            address = str(message["To"]).split("<")[-1].rstrip(">")
+            address = parseaddr(str(message["To"]))[1]
             delivered[address] = delivered.get(address, 0) + 1
     survivor = next(w for w in cluster.workers if w is not victim)
     _report(

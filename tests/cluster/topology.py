@@ -114,7 +114,12 @@ class _Child:
         assert proc is not None
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
+                if sig == signal.SIGKILL:
+                    # The whole instance, as a container runtime or the OOM killer would:
+                    # granian's worker processes too (its own session: pgid == pid).
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
             try:
                 async with asyncio.timeout(within):
                     await proc.wait()
