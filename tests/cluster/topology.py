@@ -35,7 +35,7 @@ from tests.cluster.engines import (
     free_port,
     scratch_directory,
 )
-from tests.jobs.smtp import SmtpServer, smtp_server
+from tests.service.jobs.smtp import SmtpServer, smtp_server
 
 __all__ = ["API_HOSTS", "ApiInstance", "Cluster", "JobWorker", "running_cluster"]
 

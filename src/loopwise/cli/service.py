@@ -58,7 +58,7 @@ def serve() -> None:
                 "disable_existing_loggers": False,
                 "loggers": {"_granian": {"handlers": [], "propagate": True}},
             },
-            # Each worker drains (service/drain.py), then finishes in-flight requests within
+            # Each worker drains (service/http/drain.py), then finishes in-flight requests within
             # the grace; granian kills a worker that is still running past this.
             workers_kill_timeout=max(1, math.ceil(settings.drain_delay + settings.shutdown_grace)),
             # Granian's backpressure caps the connections a worker holds open (its permit
