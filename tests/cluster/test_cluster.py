@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -195,6 +196,9 @@ async def test_postgres_restart_under_the_cluster(
         healthy = time.monotonic()
         # The cluster serves again through HAProxy.
         await load.served(50)
+    errors: Counter[str] = Counter()
+    for api in cluster.apis:
+        errors.update(await api.error_kinds())
     _report(
         record_property,
         "PostgreSQL restart",
@@ -203,6 +207,7 @@ async def test_postgres_restart_under_the_cluster(
         **{k.replace(" ", "_"): v for k, v in load.unavailable.items()},
         postgres_down_s=round(back - began, 2),
         all_healthy_after_back_s=round(healthy - back, 2),
+        unhandled=dict(errors),
     )
     assert cluster.pg.restarts == 1
     assert [api.pid for api in cluster.apis] + [w.pid for w in cluster.workers] == pids

@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import csv
 import io
+import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +134,17 @@ class _Child:
     async def log_tail(self, lines: int = 40) -> str:
         text = await asyncio.to_thread(self.log_path.read_text, errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    async def error_kinds(self) -> Counter[str]:
+        """The exception classes its log reports for requests that failed with 500."""
+        text = await asyncio.to_thread(self.log_path.read_text, errors="replace")
+        kinds: Counter[str] = Counter()
+        for line in text.splitlines():
+            if line.startswith("{") and "unhandled_exception" in line:
+                event = json.loads(line)
+                last = str(event.get("exception", "")).strip().splitlines()[-1:] or ["?"]
+                kinds[last[0].split(":")[0]] += 1
+        return kinds
 
 
 class ApiInstance(_Child):
