@@ -79,7 +79,7 @@ async def _wrk(
     lua: Path | None,
     counter_dsn: str,
 ) -> Run:
-    args = [find_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    args = [find_wrk(), "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
     if token is not None:
         args += ["-H", f"Authorization: Bearer {token}"]
     if lua is not None:
@@ -94,8 +94,11 @@ async def _wrk(
     out, _ = await proc.communicate()
     after = await _xacts(counter_dsn)
     text = out.decode()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    count = re.search(r"(\d+) requests in", text)
+    if rate is None or count is None:
+        raise RuntimeError(f"wrk failed on {url}:\n{text}")
+    rps, total = float(rate.group(1)), int(count.group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     return Run(rps, int(bad.group(1)) if bad else 0, (after - before) / max(total, 1))
 
@@ -299,7 +302,7 @@ async def _measure(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench-cluster", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4, help="pairs per comparison")
-    parser.add_argument("--seconds", type=float, default=5, help="each wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     args = parser.parse_args(argv)
     asyncio.run(_measure(args))
