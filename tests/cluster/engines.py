@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import string
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -182,8 +183,6 @@ class PrivatePostgres(_Process):
         return self
 
     def _init_data(self) -> None:
-        import subprocess
-
         for directory in (self.data, self.sockets):
             directory.mkdir(mode=0o700)
         ids = _unprivileged()
