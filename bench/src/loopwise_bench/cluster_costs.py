@@ -40,7 +40,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from loopwise_bench.loadgen import find_wrk
+from loopwise_bench.generators import find_load_generator
 
 # The test cluster's engines and instances (tests/cluster/): the same processes and
 # configuration files as the cluster tests, so the figures describe what those test.
@@ -79,7 +79,7 @@ async def _wrk(
     lua: Path | None,
     counter_dsn: str,
 ) -> Run:
-    args = [find_wrk(), "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+    args = [find_load_generator("wrk").path, "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
     if token is not None:
         args += ["-H", f"Authorization: Bearer {token}"]
     if lua is not None:
