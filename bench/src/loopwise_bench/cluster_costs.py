@@ -79,7 +79,13 @@ async def _wrk(
     lua: Path | None,
     counter_dsn: str,
 ) -> Run:
-    args = [find_load_generator("wrk").path, "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+    args = [
+        find_load_generator("wrk").path,
+        "-t1",
+        f"-c{connections}",
+        f"-d{round(seconds)}s",
+        "--latency",
+    ]
     if token is not None:
         args += ["-H", f"Authorization: Bearer {token}"]
     if lua is not None:
