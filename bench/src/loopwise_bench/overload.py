@@ -1,7 +1,7 @@
 """Past saturation: throughput, errors and p99 up to 4,096 connections, liveness, recovery.
 
 Answers are counted by status: a 503 is load shed on purpose (admission control,
-README "Overload") and is reported apart from failures (other statuses, socket errors,
+docs/operations/overload.md) and is reported apart from failures (other statuses, socket errors,
 timeouts), and the work done is the 2xx/3xx rate, not wrk's count of answers.
 
 While wrk holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
