@@ -1,11 +1,12 @@
 """Past saturation: throughput, errors and p99 up to 4,096 connections, liveness, recovery.
 
 Answers are counted by status: a 503 is load shed on purpose (admission control,
-README "Overload") and is reported apart from failures (other statuses, socket errors,
-timeouts), and the work done is the 2xx/3xx rate, not the generator's count of answers.
+docs/operations/overload.md) and is reported apart from failures (other statuses, socket
+errors, timeouts), and the work done is the 2xx/3xx rate, not the generator's count of
+answers.
 
-While the load generator holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
-timeout: a service that queues without bound (or deadlocks) stops answering it. After
+While the load generator holds each concurrency, a probe asks ``/healthz`` every 200 ms
+with a short timeout: a service that queues without bound (or deadlocks) stops answering it. After
 the last step a light constant-rate run checks that the service recovered at once.
 """
 

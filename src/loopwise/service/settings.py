@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # `inter 1s fall 2` with margin and a Kubernetes readiness probe every 2 s; 0 stops at once.
     drain_delay: float = Field(default=5.0, ge=0, le=600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # Overload (README "Overload"): requests in flight per process; the excess is answered
+    # Overload (docs/operations/overload.md): requests in flight per process; the excess is answered
     # 503 with Retry-After at once instead of queueing. Connections each worker holds open
     # (granian's backpressure): far above the request limit, since idle keep-alive
     # connections cost the app nothing and one refused would stall in the listen backlog.
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list, max_length=64)
 
-    # Never block the event loop (README: "Never block the event loop").
+    # Never block the event loop (docs/patterns/never-block.md).
     watchdog_enabled: bool = True
     watchdog_threshold: float = Field(default=0.1, gt=0, le=60)  # seconds: a stall
     watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     )
     password_hash_queue: int = Field(default=64, ge=0, le=10_000)
     # Linux: the hashing threads' CPU priority, "idle" (SCHED_IDLE) or "nice:N" (0-19), so a
-    # burst of hashing cannot starve the loop (README: "Registration storms").
+    # burst of hashing cannot starve the loop (docs/operations/passwords.md).
     password_hash_priority: Priority = ThreadPriority(idle=True)
     # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
     password_hash_deadline: PositiveSeconds = 10.0
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
-    # (README "Sessions in memory"); a TTL of 0 turns the cache off.
+    # (docs/operations/sessions.md); a TTL of 0 turns the cache off.
     session_cache_ttl: float = Field(default=60, ge=0, le=3600)
     session_cache_size: int = Field(default=100_000, ge=1, le=10_000_000)
     # One deadline for GET /users/me/overview, its downstream branches included.

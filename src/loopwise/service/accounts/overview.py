@@ -4,8 +4,8 @@ Gathered with :func:`loopwise.patterns.fan_out` under one deadline for the reque
 (``LOOPWISE_OVERVIEW_DEADLINE``), counted from its arrival: authentication (and any wait
 for a pooled connection) spends the same budget the user waits on. Everything that lives
 in PostgreSQL is ONE required branch running ONE fused query: measured on 2 cores, one
-round trip beat the same reads fanned out over pooled connections (see the README's "Why
-these parts"). Fan-out pays across different resources: downstream services join as
+round trip beat the same reads fanned out over pooled connections (see
+docs/decisions/index.md). Fan-out pays across different resources: downstream services join as
 optional branches, each with its own timeout and fallback, and the parts that fell back
 are named in ``degraded``.
 """

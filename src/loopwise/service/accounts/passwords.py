@@ -21,7 +21,7 @@ from them the moment they wake up: a request never waits behind a hash for its c
 
 The trade-off: hashing gets only CPU time nothing else wants, so when the cores stay busy,
 registrations and logins slow down (the benchmark's storm beside 1,000 reads/s still
-registered; see the README's "Registration storms"). Their wait is bounded: past
+registered; see docs/operations/passwords.md). Their wait is bounded: past
 ``password_hash_queue`` waiting callers the next gets 503 at once, and a caller with a
 deadline waits only within it. An operator who prefers hashing to keep a guaranteed share
 sets ``nice:N`` instead.
