@@ -6,8 +6,8 @@ errors, timeouts), and the work done is the 2xx/3xx rate, not the generator's co
 answers.
 
 While the load generator holds each concurrency, a probe asks ``/healthz`` every 200 ms
-with a short timeout: a service that queues without bound (or deadlocks) stops answering it. After
-the last step a light constant-rate run checks that the service recovered at once.
+with a short timeout: a service that queues without bound (or deadlocks) stops answering
+it. After the last step a light constant-rate run checks that the service recovered at once.
 """
 
 from __future__ import annotations
