@@ -16,10 +16,15 @@ from pydantic import BaseModel
 
 from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.responses import Answer, declare
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+
+NOT_READY = Answer(
+    503, "Not ready: PostgreSQL is unreachable or its schema is not this code's.", ("Retry-After",)
+)
 
 
 class Health(BaseModel):
@@ -37,7 +42,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: see `detail`."}})
+@router.get("/readyz", responses=declare(NOT_READY))
 async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
     """PostgreSQL is reachable and the schema is current."""
     expected: str | None = request.state.schema_revision
