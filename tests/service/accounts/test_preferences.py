@@ -68,7 +68,9 @@ async def test_preferences_are_per_user(
 async def test_invalid_documents_are_422(client: httpx.AsyncClient, alice: Account) -> None:
     """Unknown keys, unknown zones, wrong types and out-of-range values are 422."""
     for document in BAD_DOCUMENTS:
-        response = await client.put("/users/me/preferences", headers=alice.overwriting, json=document)
+        response = await client.put(
+            "/users/me/preferences", headers=alice.overwriting, json=document
+        )
         assert response.status_code == 422, document
         assert response.headers["content-type"] == "application/problem+json"
     read = await client.get("/users/me/preferences", headers=alice.headers)
