@@ -17,7 +17,7 @@ from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
-from loopwise.service.responses import HASHING_BUSY, LOGIN_THROTTLED, Answer, declare
+from loopwise.service.http.responses import HASHING_BUSY, LOGIN_THROTTLED, Answer, declare
 
 __all__ = ["router"]
 

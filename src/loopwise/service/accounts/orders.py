@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.deps import CurrentUser, Pool
 from loopwise.service.exceptions import BadRequest, NotFound
-from loopwise.service.responses import Answer, declare
+from loopwise.service.http.responses import Answer, declare
 
 __all__ = [
     "BIGINT_MAX",

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwise.service.conditional import Precondition, entity_tag, fresh, not_modified
 from loopwise.service.deps import CurrentUser, Pool, Timezones
-from loopwise.service.responses import (
+from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
+from loopwise.service.http.responses import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
     PRECONDITION_REQUIRED,

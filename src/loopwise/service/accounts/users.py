@@ -17,12 +17,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, mod
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
-from loopwise.service.conditional import Precondition, entity_tag, fresh, not_modified
 from loopwise.service.db import Connection
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden, NotFound
-from loopwise.service.jobs.welcome import enqueue_welcome_email
-from loopwise.service.responses import (
+from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
+from loopwise.service.http.responses import (
     HASHING_BUSY,
     LOGIN_THROTTLED,
     NOT_MODIFIED,
@@ -31,6 +30,7 @@ from loopwise.service.responses import (
     conditional_headers,
     declare,
 )
+from loopwise.service.jobs.welcome import enqueue_welcome_email
 
 __all__ = ["DisplayName", "User", "create_user", "router"]
 
