@@ -29,8 +29,8 @@ make_account = accounts.make_account  # the accounts tests' fixture, shared by n
 
 # Answers no scenario here drives, each with where it is proven instead.
 UNDRIVEN: dict[tuple[str, str] | str, str] = {
-    "500": "a crash: tests/test_health.py::test_unexpected_error_is_a_bare_500",
-    "503": "saturation or a lost database: tests/service/test_admission.py, tests/test_overload.py",
+    "500": "a crash: tests/service/http/test_health.py::test_unexpected_error_is_a_bare_500",
+    "503": "saturation or a lost database: tests/service/http/test_admission.py",
     ("PATCH /users/me", "404"): "the account deleted between authentication and the write",
     ("PATCH /users/me", "409"): "two password changes racing",
 }
