@@ -90,6 +90,41 @@ def test_accept_encoding_weights(value: bytes, accepted: bool) -> None:
     assert _accepts_gzip(value) is accepted
 
 
+def test_starlette_responder_still_has_what_we_drive() -> None:
+    """Compression drives GZipResponder through `send` and `send_with_compression`: if a
+    Starlette release renames them, this fails before any response does."""
+    from starlette.middleware.gzip import GZipResponder
+
+    responder = GZipResponder(Starlette(), 1024, compresslevel=6)
+    assert hasattr(responder, "send")
+    assert callable(responder.send_with_compression)
+
+
+async def test_declared_small_response_skips_the_responder() -> None:
+    """A response whose Content-Length is under the minimum goes out untouched, no Vary."""
+    app = Compression(Starlette(routes=_ROUTES), minimum_size=1024)
+    async with _client(app) as client:
+        response = await client.get("/small", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in response.headers
+    assert "vary" not in response.headers
+    assert response.text == SMALL
+
+
+async def test_streamed_large_body_is_compressed() -> None:
+    """A body without a declared length is compressed as it streams."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(5):
+            await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with _client(Compression(app, minimum_size=1024)) as client:
+        response = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.content == b"y" * 5000
+
+
 def test_minimum_size_must_be_positive() -> None:
     """A minimum of 0 is a configuration mistake: the app turns compression off instead."""
     with pytest.raises(ValueError, match="minimum_size"):
