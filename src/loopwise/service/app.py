@@ -22,11 +22,13 @@ from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.http import health
 from loopwise.service.http import metrics as metrics_routes
-from loopwise.service.http.admission import Admission, AdmissionControl
+from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
+from loopwise.service.http.compression import Compression
 from loopwise.service.http.drain import Drain
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
-from loopwise.service.http.problems import document_problems, install_problem_handlers
+from loopwise.service.http.openapi import DESCRIPTION, document_api
+from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
@@ -132,8 +134,12 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
     app = FastAPI(
         title="loopwise",
         summary="An async account service built on production-grade async patterns.",
+        description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
+        license_info={"name": "MIT", "identifier": "MIT"},
+        # Relative: the server that served this document, wherever it is deployed.
+        servers=[{"url": "/", "description": "The server that serves this document."}],
         # FastAPI's own OpenTelemetry instrumentation asks for the global providers on
         # every request even when none is configured; with LOOPWISE_OTEL_ENABLED off (we
         # export Prometheus) that is skipped. On, FastAPI's defaults apply.
@@ -142,11 +148,15 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
-    document_problems(app)
+    document_api(app, shed_exempt=EXEMPT_PATHS)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
         _add_routes(app, metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
+    if settings.gzip_min_bytes:
+        # Innermost: the access log and metrics see the status, and a request shed by
+        # admission control never reaches it.
+        app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxies, networks=settings.trusted_proxies)

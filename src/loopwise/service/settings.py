@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
+    # Responses: gzip bodies of at least this many bytes when the client accepts gzip
+    # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.
+    gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
     # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
     otel_enabled: bool = False
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended

@@ -18,10 +18,15 @@ from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
+from loopwise.service.http.responses import HASHING_BUSY, LOGIN_THROTTLED, Answer, declare
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["auth"])
+
+WRONG_CREDENTIALS = Answer(
+    401, "Wrong email or password (one answer for both).", ("WWW-Authenticate",)
+)
 
 
 class Credentials(BaseModel):
@@ -32,6 +37,9 @@ class Credentials(BaseModel):
 
 
 class Token(BaseModel):
+    # Every key is always sent: required in the schema, defaults included.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme's name, not a secret
     expires_at: datetime
@@ -42,10 +50,7 @@ _FIND_LOGIN = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1
 
 @router.post(
     "/login",
-    responses={
-        401: {"description": "Wrong email or password (one answer for both)."},
-        429: {"description": "Too many failures for this account or address."},
-    },
+    responses=declare(WRONG_CREDENTIALS, LOGIN_THROTTLED, HASHING_BUSY),
 )
 async def login(
     body: Credentials,

@@ -69,7 +69,15 @@ def _not_trivial(value: str) -> str:
 
 
 NewPassword = Annotated[
-    str, Field(min_length=_MIN_LENGTH, max_length=_MAX_LENGTH), AfterValidator(_not_trivial)
+    str,
+    Field(
+        min_length=_MIN_LENGTH,
+        max_length=_MAX_LENGTH,
+        # The schema cannot express the last two rules; the description is the contract.
+        description="8 to 128 characters, not only whitespace, and at least 3 different "
+        "characters (`aaaaaaaa` and `abababab` are refused with 422).",
+    ),
+    AfterValidator(_not_trivial),
 ]
 """A password a user may choose: 8 to 128 characters, not trivially repetitive."""
 

@@ -17,10 +17,15 @@ from pydantic import BaseModel
 from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.http.drain import Drain
+from loopwise.service.http.responses import Answer, declare
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+
+NOT_READY = Answer(
+    503, "Not ready: PostgreSQL is unreachable or its schema is not this code's.", ("Retry-After",)
+)
 
 
 class Health(BaseModel):
@@ -38,7 +43,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: see `detail`."}})
+@router.get("/readyz", responses=declare(NOT_READY))
 async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
     """PostgreSQL is reachable, the schema is current, and the instance is not draining."""
     drain: Drain = request.state.drain
