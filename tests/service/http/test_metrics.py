@@ -201,3 +201,38 @@ async def test_metrics_cover_jobs_and_downstreams(settings: Settings) -> None:
     assert value(text, "loopwise_downstream_circuit", downstream="loyalty", state="open") == 0
     assert value(text, "loopwise_downstream_admitted_total", downstream="loyalty") == 1
     assert ("loopwise_jobs_running", frozenset()) in samples(text)
+
+
+_GOLDEN = Path(__file__).with_name("metrics_exposition.txt")
+
+
+def _masked(text: str) -> str:
+    """The exposition with each sample's value replaced: names, labels and help remain."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+        else:
+            lines.append(line.rsplit(" ", 1)[0] + " _")
+    return "\n".join(lines) + "\n"
+
+
+async def test_exposition_is_unchanged(settings: Settings) -> None:
+    """Every family, help text and label set that /metrics serves, pinned in a golden file."""
+    async with serve_asgi(create_sim_app(SimConfig(latency_ms=0))) as sim_url:
+        app = create_app(settings.model_copy(update={"loyalty_url": sim_url}))
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"email": "g@example.com", "password": "correct horse", "display_name": "G"}
+                assert (await client.post("/register", json=body)).status_code == 201
+                login = await client.post(
+                    "/login", json={"email": body["email"], "password": body["password"]}
+                )
+                auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                assert (await client.get("/users/me/overview", headers=auth)).status_code == 200
+                text = (await client.get("/metrics")).text
+    masked = _masked(text)
+    if os.environ.get("LOOPWISE_UPDATE_GOLDEN") == "1":  # after a deliberate change
+        await asyncio.to_thread(_GOLDEN.write_text, masked)
+    assert masked == await asyncio.to_thread(_GOLDEN.read_text)
