@@ -27,7 +27,7 @@ from loopwise.service.http.metrics import Metrics
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.problems import document_problems, install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
-from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
+from loopwise.service.jobs import BackgroundWork, QueueDepth, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision
 from loopwise.service.settings import Settings, load_settings
@@ -63,24 +63,25 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
-            metrics.track_database(db)
+            metrics.track("db_pool", db)
+            metrics.track("jobs_queue", QueueDepth(db))
             revision = await blocking.run(expected_revision)
             # Build the OpenAPI schema now: it reads source files, which has no place on
             # the loop, and /openapi.json and the 405 handler then serve the cached copy.
             await blocking.run(app.openapi)
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
-            metrics.track_pool(passwords.pool)
+            metrics.track("offload", passwords.pool)
             sessions = await stack.enter_async_context(
                 SessionCache(
                     dsn, ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
                 )
             )
-            metrics.track_session_cache(sessions.stats)
+            metrics.track("session_cache", sessions)
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream (issue 5).
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
-            metrics.track_downstreams(downstreams.stats)
+            metrics.track("downstream", downstreams)
             # Jobs: best-effort work drains after the worker; the worker stops before the pool.
             background = await stack.enter_async_context(
                 BackgroundWork(grace=settings.shutdown_grace)
@@ -90,8 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
                 worker = await stack.enter_async_context(
                     Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
                 )
-                metrics.track_job_worker(worker.stats)
-            metrics.track_admission(gate)
+                metrics.track("jobs", worker)
+            metrics.track("http_requests", gate)
             # Unwound first: admitted requests finish before anything they use closes.
             stack.push_async_callback(gate.drain, settings.shutdown_grace)
             _freeze_startup_objects(stack)
@@ -182,14 +183,14 @@ async def _open_off_loop(
             on_lag=metrics.loop_lag.observe,
         )
         await stack.enter_async_context(watchdog)
-        metrics.track_watchdog(watchdog.stats)
+        metrics.track("event_loop", watchdog)
     blocking = BlockingPool(
         "blocking", max_workers=settings.blocking_workers, max_queue=settings.blocking_queue
     )
     cpu = CpuPool("cpu", max_workers=settings.cpu_workers, max_queue=settings.cpu_queue)
     for pool in (blocking, cpu):
         await stack.enter_async_context(pool)
-        metrics.track_pool(pool)
+        metrics.track("offload", pool)
     return blocking, cpu, watchdog
 
 

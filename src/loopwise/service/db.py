@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import asyncpg
 import asyncpg.pool
@@ -30,6 +30,7 @@ __all__ = [
     "ClosedDatabase",
     "Connection",
     "Database",
+    "DatabaseStats",
     "EmbeddedUnavailable",
     "PoolExhausted",
     "embedded_postgres",
@@ -77,6 +78,12 @@ class _BoundedWaitPool(asyncpg.Pool):
             ) from None
 
 
+class DatabaseStats(NamedTuple):
+    max_size: int
+    size: int
+    idle: int
+
+
 class Database(AsyncResource):
     """One asyncpg pool: opened once, closed once, never reopened."""
 
@@ -112,6 +119,15 @@ class Database(AsyncResource):
         if self._state is not ResourceState.OPENED or self._pool is None:
             raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
         return self._pool
+
+    def stats(self) -> DatabaseStats:
+        """The pool's size and idle connections, for metrics.
+
+        Raises:
+            ClosedDatabase: the pool is not open.
+        """
+        pool = self.pool
+        return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size())
 
     async def open(self) -> None:
         if self._state is not ResourceState.UNOPENED:

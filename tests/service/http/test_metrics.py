@@ -106,7 +106,7 @@ async def test_pool_saturation_is_reported() -> None:
         release.wait(timeout=60)
 
     async with metrics, BlockingPool("argon2", max_workers=1, max_queue=1) as pool:
-        metrics.track_pool(pool)
+        metrics.track("offload", pool)
         running = asyncio.create_task(pool.run(hold))
         await started.wait()
         queued = asyncio.create_task(pool.run(hold))
@@ -160,7 +160,9 @@ async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) 
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             blocking_workers = 0.0
-            for _ in range(300):  # a bounded poll: the server is another process
+            # A bounded poll (60 s): the server is another process, and its workers took
+            # 20 s to start with the load average at 13 on 2 cores.
+            for _ in range(1200):
                 with contextlib.suppress(httpx.TransportError, KeyError):
                     text = (await client.get("/metrics")).text
                     blocking_workers = value(text, "loopwise_offload_workers", pool="blocking")

@@ -139,6 +139,7 @@ def test_public_names_are_pinned() -> None:
             "ClosedBackgroundWork",
             "ClosedWorker",
             "DeadJob",
+            "QueueDepth",
             "Job",
             "JobState",
             "PermanentJobError",

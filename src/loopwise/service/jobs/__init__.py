@@ -7,6 +7,7 @@ count_by_state(pool)                   # the queue's depth, for metrics and oper
 
 from loopwise.service.jobs.admin import (
     DeadJob,
+    QueueDepth,
     count_by_state,
     discard_dead,
     list_dead,
@@ -30,6 +31,7 @@ __all__ = [
     "Job",
     "JobState",
     "PermanentJobError",
+    "QueueDepth",
     "Worker",
     "WorkerStats",
     "count_by_state",
