@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
+from loopwise.patterns import BlockingPool, LoopWatchdog
 from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
@@ -21,13 +21,12 @@ from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.http import health
-from loopwise.service.http import metrics as metrics_routes
 from loopwise.service.http.admission import Admission, AdmissionControl
-from loopwise.service.http.metrics import Metrics
+from loopwise.service.http.metrics import Metrics, metrics_router
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.problems import document_problems, install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
-from loopwise.service.jobs import BackgroundWork, QueueDepth, Worker, job_handlers
+from loopwise.service.jobs import QueueDepth, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision
 from loopwise.service.settings import Settings, load_settings
@@ -61,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
-            blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
+            blocking, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track("db_pool", db)
             metrics.track("jobs_queue", QueueDepth(db))
@@ -79,13 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
             )
             metrics.track("session_cache", sessions)
             timezones = await blocking.run(load_timezones)
-            # Outbound: one shared client per configured downstream (issue 5).
+            # Outbound: one shared client per configured downstream, so connections are reused.
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
             metrics.track("downstream", downstreams)
-            # Jobs: best-effort work drains after the worker; the worker stops before the pool.
-            background = await stack.enter_async_context(
-                BackgroundWork(grace=settings.shutdown_grace)
-            )
+            # Jobs: the worker stops before the pool it uses.
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
@@ -102,14 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
                 db=db,
                 schema_revision=revision,
                 blocking=blocking,
-                cpu=cpu,
                 watchdog=watchdog,
-                metrics=metrics,
                 passwords=passwords,
                 sessions=sessions,
                 timezones=timezones,
                 downstreams=downstreams,
-                background=background,
                 job_worker=worker,
             )
             _log.info("stopping")
@@ -130,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     document_problems(app)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
-        _add_routes(app, metrics_routes.router)
+        _add_routes(app, metrics_router(metrics))
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.trusted_proxies:
@@ -172,8 +165,8 @@ def _add_routes(app: FastAPI, *routers: APIRouter) -> None:
 
 async def _open_off_loop(
     stack: AsyncExitStack, settings: Settings, metrics: Metrics
-) -> tuple[BlockingPool, CpuPool, LoopWatchdog | None]:
-    """Metrics, the loop watchdog and the off-loop pools (issue 6), closed by ``stack``."""
+) -> tuple[BlockingPool, LoopWatchdog | None]:
+    """Metrics, the loop watchdog and the blocking-call pool, closed by ``stack``."""
     await stack.enter_async_context(metrics)
     watchdog = None
     if settings.watchdog_enabled:
@@ -187,11 +180,9 @@ async def _open_off_loop(
     blocking = BlockingPool(
         "blocking", max_workers=settings.blocking_workers, max_queue=settings.blocking_queue
     )
-    cpu = CpuPool("cpu", max_workers=settings.cpu_workers, max_queue=settings.cpu_queue)
-    for pool in (blocking, cpu):
-        await stack.enter_async_context(pool)
-        metrics.track("offload", pool)
-    return blocking, cpu, watchdog
+    await stack.enter_async_context(blocking)
+    metrics.track("offload", blocking)
+    return blocking, watchdog
 
 
 def create_app_from_env() -> FastAPI:

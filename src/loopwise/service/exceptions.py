@@ -6,7 +6,6 @@
     ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409
-    ├── PayloadTooLarge       413
     ├── TooManyRequests       429  (carries retry_after)
     └── Unavailable           503  (carries retry_after)
 
@@ -20,7 +19,6 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
-    "PayloadTooLarge",
     "ServiceError",
     "TooManyRequests",
     "Unauthenticated",
@@ -61,10 +59,6 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status, title = 409, "Conflict"
-
-
-class PayloadTooLarge(ServiceError):
-    status, title = 413, "Content Too Large"
 
 
 class _RetryLater(ServiceError):

@@ -84,8 +84,6 @@ class Settings(BaseSettings):
     watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
     blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
     blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
-    cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
     # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
     otel_enabled: bool = False

@@ -88,7 +88,6 @@ async def test_pools_and_database_are_reported(
     assert value(text, "loopwise_offload_queue_limit", pool="blocking") == settings.blocking_queue
     assert value(text, "loopwise_offload_in_use", pool="blocking") == 0
     assert value(text, "loopwise_offload_completed_total", pool="blocking") >= 1  # start-up
-    assert value(text, "loopwise_offload_workers", pool="cpu") == settings.cpu_workers
     assert value(text, "loopwise_db_pool_max") == settings.db_pool_max
     assert value(text, "loopwise_db_pool_size") >= 1
     assert 0 <= value(text, "loopwise_db_pool_idle") <= value(text, "loopwise_db_pool_size")

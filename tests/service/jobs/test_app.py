@@ -20,6 +20,7 @@ import loopwise.service.jobs as jobs
 from loopwise.service.app import create_app
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email, job_handlers
 from loopwise.service.settings import Settings
+from loopwise.service.state import lifespan_state
 from tests.service.jobs.conftest import Observed, worker
 from tests.service.jobs.smtp import SmtpServer
 
@@ -42,13 +43,12 @@ async def test_app_runs_the_worker_in_process(settings: Settings, smtp: SmtpServ
 
 
 async def test_app_can_leave_jobs_to_worker_processes(settings: Settings) -> None:
-    """With LOOPWISE_JOBS_IN_PROCESS off the app runs no worker, only best-effort work."""
+    """With LOOPWISE_JOBS_IN_PROCESS off the app runs no job worker of its own."""
     app = create_app(settings.model_copy(update={"jobs_in_process": False}))
     seen: dict[str, object] = {}
 
     async def probe(request: Request) -> None:
-        seen["worker"] = request.state.job_worker
-        seen["background"] = request.state.background
+        seen["worker"] = lifespan_state(request)["job_worker"]
 
     app.add_api_route("/_probe", probe)
     async with LifespanManager(app) as manager:
@@ -56,7 +56,6 @@ async def test_app_can_leave_jobs_to_worker_processes(settings: Settings) -> Non
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/_probe")).status_code == 200
     assert seen["worker"] is None
-    assert isinstance(seen["background"], jobs.BackgroundWork)
 
 
 async def test_embedded_default_writes_eml_files(
@@ -134,9 +133,6 @@ def test_public_names_are_pinned() -> None:
         [
             "CHANNEL",
             "WELCOME_EMAIL",
-            "BackgroundStats",
-            "BackgroundWork",
-            "ClosedBackgroundWork",
             "ClosedWorker",
             "DeadJob",
             "QueueDepth",

@@ -42,10 +42,6 @@ class Caller:
     created_at: datetime
     token_hash: bytes
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()

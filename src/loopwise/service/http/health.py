@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.state import lifespan_state
 
 __all__ = ["router"]
 
@@ -40,7 +41,7 @@ async def healthz() -> Health:
 @router.get("/readyz", responses={503: {"description": "Not ready: see `detail`."}})
 async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
     """PostgreSQL is reachable and the schema is current."""
-    expected: str | None = request.state.schema_revision
+    expected = lifespan_state(request)["schema_revision"]
     try:
         async with asyncio.timeout(settings.ready_timeout):
             async with db.pool.acquire() as conn:

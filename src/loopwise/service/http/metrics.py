@@ -42,9 +42,7 @@ from starlette.types import Scope
 from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.http.metric_sources import AsyncStatsSource, MetricSources, StatsSource
 
-__all__ = ["Metrics", "router"]
-
-router = APIRouter(tags=["operations"])
+__all__ = ["Metrics", "metrics_router"]
 
 
 _REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
@@ -139,10 +137,15 @@ class Metrics(AsyncResource):
             await asyncio.sleep(_REFRESH_EVERY)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    app_metrics: Metrics = request.state.metrics
-    await app_metrics.refresh_queue()
-    body, content_type = app_metrics.render(request.headers.get("accept", ""))
-    return Response(body, headers={"content-type": content_type})
+def metrics_router(app_metrics: Metrics) -> APIRouter:
+    """``GET /metrics`` for the metrics the app was built with."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format."""
+        await app_metrics.refresh_queue()
+        body, content_type = app_metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
+
+    return router
