@@ -11,13 +11,14 @@ import shutil
 
 import httpx
 
-from loopwise_bench.database import has_tables
 from loopwise_bench.memory import MemorySampler
+from loopwise_bench.overload import measure_overload
 from loopwise_bench.results import BenchReport, ScenarioResult
 from loopwise_bench.scenarios import SERVERS, Identity, PlanContext, Scenario
 from loopwise_bench.seed import user_email
 from loopwise_bench.servers import ServerProcess
-from loopwise_bench.studies import measure_overload, measure_soak, measure_storm
+from loopwise_bench.soak import measure_soak
+from loopwise_bench.storm import measure_storm
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["run_server"]
@@ -34,13 +35,6 @@ def run_server(
 ) -> None:
     server = SERVERS[name]
     mine = [s for s in wanted if s.server == name]
-    missing = [t for t in server.needs_tables if dsn is None or not has_tables(dsn, t)]
-    if missing:
-        for s in mine:
-            reason = f"schema has no table {', '.join(missing)} (migration 0002 not on this branch)"
-            report.scenarios[s.name] = ScenarioResult(s.name, s.server, s.title, skipped=reason)
-        run.progress(f"{server.title}: skipped, no table {', '.join(missing)}")
-        return
     run.progress(f"starting {server.title} ({run.config.workers} worker(s))")
     env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
     if server.is_loopwise:
@@ -53,9 +47,8 @@ def run_server(
         name, server.factory, workers=run.config.workers, log_dir=run.logs, env=env
     ) as process:
         memory.watch(name, process.pid)
-        paths = _paths(process.url) if server.is_loopwise else set()
         tokens = all(i.token for i in run.context.identities)
-        if server.is_loopwise and "/login" in paths and run.context.identities and not tokens:
+        if server.is_loopwise and run.context.identities and not tokens:
             run.progress(f"logging in {len(run.context.identities)} users")
             run.context = PlanContext(
                 identities=_login(process.url, list(run.context.identities)),
@@ -63,10 +56,9 @@ def run_server(
                 email_of=user_email,
             )
         for scenario in mine:
-            absent = [p for p in scenario.needs_paths if p not in paths]
             identities = run.context.identities
-            if absent or (scenario.needs_tokens and not all(i.token for i in identities)):
-                why = f"no endpoint {', '.join(absent)}" if absent else "no logged-in users"
+            if scenario.needs_tokens and not all(i.token for i in identities):
+                why = "no logged-in users"
                 report.scenarios[scenario.name] = ScenarioResult(
                     scenario.name, scenario.server, scenario.title, skipped=why
                 )
@@ -93,8 +85,3 @@ def _login(base_url: str, identities: list[Identity]) -> list[Identity]:
             response.raise_for_status()
             out.append(Identity(identity.user_id, response.json()["access_token"]))
     return out
-
-
-def _paths(base_url: str) -> set[str]:
-    with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        return set(client.get("/openapi.json").json().get("paths", {}))
