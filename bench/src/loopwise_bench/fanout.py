@@ -17,16 +17,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from loopwise_bench.scenarios import SERVERS
-from loopwise_bench.servers import ServerProcess
-
-if TYPE_CHECKING:
-    from loopwise_bench.results import BenchReport
-    from loopwise_bench.sweep import Run
-
-__all__ = ["FanoutResult", "measure_fanout", "run_fanout"]
+__all__ = ["FanoutResult", "run_fanout"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,28 +105,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def measure_fanout(run: Run, report: BenchReport) -> None:
-    c = run.config
-    run.progress(
-        f"outbound fan-out: {c.fanout_urls} URLs at {c.fanout_delay_ms} ms, "
-        f"{c.fanout_limit} at a time"
-    )
-    target = SERVERS["asgi"]
-    with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:
-        url = f"{server.url}/delay/{c.fanout_delay_ms}"
-        for implementation in ("loopwise", "naive"):
-            result = run_fanout(
-                implementation,
-                url,
-                count=c.fanout_urls,
-                limit=c.fanout_limit,
-                delay_ms=c.fanout_delay_ms,
-            )
-            report.fanout.append(result)
-            run.progress(
-                f"  {implementation}: {result.seconds:.2f} s "
-                f"({result.ratio_to_ideal:.2f}x the ideal {result.ideal_seconds:.1f} s), "
-                f"{result.failed} failed"
-            )

@@ -15,18 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 
 from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan, run_closed, run_paced
 
-if TYPE_CHECKING:
-    from loopwise_bench.scenarios import Scenario
-    from loopwise_bench.servers import ServerProcess
-    from loopwise_bench.sweep import Run
-
-__all__ = ["HealthProbe", "OverloadResult", "OverloadStep", "measure_overload", "run_overload"]
+__all__ = ["HealthProbe", "OverloadResult", "OverloadStep", "run_overload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +136,3 @@ def run_overload(
         seconds=seconds,
     )
     return OverloadResult(scenario, steps, recovery)
-
-
-def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:
-    c = run.config
-    return run_overload(
-        run.wrk,
-        process.url,
-        scenario.name,
-        scenario.plan(run.context),
-        concurrencies=c.overload_concurrencies,
-        seconds=c.seconds,
-        threads=c.wrk_threads,
-        recovery_rate=c.rate / 2,
-        recovery_connections=c.paced_connections,
-        progress=run.progress,
-    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from loopwise_bench.config import BenchConfig
 from loopwise_bench.database import bench_database
-from loopwise_bench.fanout import measure_fanout
+from loopwise_bench.fanout import run_fanout
 from loopwise_bench.jobs import run_jobs
 from loopwise_bench.loadgen import find_wrk
 from loopwise_bench.machine import machine_facts
@@ -29,6 +29,7 @@ from loopwise_bench.results import BenchReport
 from loopwise_bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext
 from loopwise_bench.seed import seed, user_email
 from loopwise_bench.server_run import run_server
+from loopwise_bench.servers import ServerProcess
 from loopwise_bench.sidecars import Sidecars, referenced
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
@@ -167,3 +168,28 @@ def _server_env(dsn: str | None) -> dict[str, str]:
 
 def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def measure_fanout(run: Run, report: BenchReport) -> None:
+    c = run.config
+    run.progress(
+        f"outbound fan-out: {c.fanout_urls} URLs at {c.fanout_delay_ms} ms, "
+        f"{c.fanout_limit} at a time"
+    )
+    target = SERVERS["asgi"]
+    with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:
+        url = f"{server.url}/delay/{c.fanout_delay_ms}"
+        for implementation in ("loopwise", "naive"):
+            result = run_fanout(
+                implementation,
+                url,
+                count=c.fanout_urls,
+                limit=c.fanout_limit,
+                delay_ms=c.fanout_delay_ms,
+            )
+            report.fanout.append(result)
+            run.progress(
+                f"  {implementation}: {result.seconds:.2f} s "
+                f"({result.ratio_to_ideal:.2f}x the ideal {result.ideal_seconds:.1f} s), "
+                f"{result.failed} failed"
+            )

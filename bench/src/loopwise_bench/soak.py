@@ -11,19 +11,12 @@ no process grew by more than ``FLAT_GROWTH`` of its resident size over that span
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from loopwise_bench.loadgen import PacedResult, RequestPlan, run_paced
 from loopwise_bench.memory import MemorySampler, Sample
-from loopwise_bench.scenarios import SCENARIOS
 
-if TYPE_CHECKING:
-    from loopwise_bench.servers import ServerProcess
-    from loopwise_bench.sweep import Run
-
-__all__ = ["FLAT_GROWTH", "ProcessMemory", "SoakResult", "measure_soak", "run_soak"]
+__all__ = ["FLAT_GROWTH", "ProcessMemory", "SoakResult", "run_soak"]
 
 FLAT_GROWTH = 0.05  # at most 5 % more resident memory at the end than after warm-up
 _WARM_UP_SHARE = 0.1
@@ -83,25 +76,3 @@ def _per_process(samples: list[Sample], seconds: float) -> list[ProcessMemory]:
         warm = next((value for t, value in series if t >= warm_from), series[-1][1])
         out.append(ProcessMemory(process, warm, series[-1][1], max(value for _, value in series)))
     return out
-
-
-def measure_soak(run: Run, process: ServerProcess) -> SoakResult:
-    c = run.config
-    mixed = SCENARIOS["mixed"]
-    rate = min(c.rate, mixed.rate or c.rate)
-    time.sleep(c.settle_seconds)
-    run.progress(f"soak: {mixed.title} at {rate:,.0f} req/s for {c.soak_seconds:,.0f} s")
-    result = run_soak(
-        run.wrk,
-        process.url,
-        mixed.plan(run.context),
-        rate=rate,
-        connections=c.paced_connections,
-        seconds=c.soak_seconds,
-        pid=process.pid,
-    )
-    run.progress(
-        f"  {result.paced.error_count} errors; memory growth after warm-up at most "
-        f"{result.max_growth:.1%}"
-    )
-    return result

@@ -13,19 +13,13 @@ may grow only as far as sharing two cores with argon2 explains (target: at most 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loopwise_bench.lag import read_lag
 from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan, run_closed, run_paced
-from loopwise_bench.scenarios import SCENARIOS
 
-if TYPE_CHECKING:
-    from loopwise_bench.servers import ServerProcess
-    from loopwise_bench.sweep import Run
-
-__all__ = ["StormResult", "measure_storm", "run_storm"]
+__all__ = ["StormResult", "run_storm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,31 +76,3 @@ def run_storm(
         quiet_lag=(middle - before).summary(),
         stormy_lag=(after - middle).summary(),
     )
-
-
-def measure_storm(run: Run, process: ServerProcess) -> StormResult:
-    c = run.config
-    # Half the constant rate: the reads must stay below what two cores serve while argon2
-    # takes its share, or the figure measures a queue, not the storm's interference.
-    rate = c.rate / 2
-    time.sleep(c.settle_seconds)
-    run.progress(f"registration storm beside GET /users/{{id}} at {rate:,.0f} req/s")
-    result = run_storm(
-        run.wrk,
-        process.url,
-        SCENARIOS["user_by_id"].plan(run.context),
-        SCENARIOS["register"].plan(run.context),
-        rate=rate,
-        connections=c.paced_connections,
-        storm_connections=8,
-        seconds=c.paced_seconds,
-    )
-    for label, paced, lag in (
-        ("quiet", result.quiet, result.quiet_lag),
-        ("storm", result.stormy, result.stormy_lag),
-    ):
-        run.progress(
-            f"  {label}: p99 {paced.latency_us.get('p99', 0) / 1000:,.2f} ms; loop lag "
-            f"p99 <= {lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms"
-        )
-    return result
