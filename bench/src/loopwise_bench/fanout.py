@@ -4,7 +4,7 @@
 
 prints one JSON line: how long fetching ``count`` URLs took with ``limit`` in flight, and
 how many succeeded. The ideal is ``count / limit * delay``: 1,000 URLs at 20 ms, ten at a
-time, take 2.0 s. Implementations: ``naive``, the seed's client-per-call pattern, and
+time, take 2.0 s. Implementations: ``naive``, the blog post's client-per-call pattern, and
 ``loopwise``, :func:`loopwise.patterns.fetch_all` through one shared ``Downstream`` whose
 per-host concurrency limit is ``limit``.
 """

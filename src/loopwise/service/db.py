@@ -39,7 +39,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import asyncpg
 import asyncpg.pool
@@ -53,6 +53,7 @@ __all__ = [
     "ClosedDatabase",
     "Connection",
     "Database",
+    "DatabaseStats",
     "EmbeddedUnavailable",
     "PoolExhausted",
     "embedded_postgres",
@@ -108,6 +109,12 @@ class _BoundedWaitPool(asyncpg.Pool):
             ) from None
 
 
+class DatabaseStats(NamedTuple):
+    max_size: int
+    size: int
+    idle: int
+
+
 class Database(AsyncResource):
     """One asyncpg pool: opened once, closed once, never reopened."""
 
@@ -146,6 +153,15 @@ class Database(AsyncResource):
         if self._state is not ResourceState.OPENED or self._pool is None:
             raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
         return self._pool
+
+    def stats(self) -> DatabaseStats:
+        """The pool's size and idle connections, for metrics.
+
+        Raises:
+            ClosedDatabase: the pool is not open.
+        """
+        pool = self.pool
+        return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size())
 
     async def open(self) -> None:
         if self._state is not ResourceState.UNOPENED:

@@ -94,8 +94,6 @@ class Settings(BaseSettings):
     watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
     blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
     blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
-    cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
     # Responses: gzip bodies of at least this many bytes when the client accepts gzip
     # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.

@@ -43,10 +43,6 @@ class Caller:
     token_hash: bytes
     version: int = 1  # users.version: the profile's ETag (service/conditional.py)
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()

@@ -30,14 +30,21 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopwise.service.http.problems import MEDIA_TYPE, problem_body
 
-__all__ = ["EXEMPT_PATHS", "Admission", "AdmissionControl"]
+__all__ = ["EXEMPT_PATHS", "Admission", "AdmissionControl", "AdmissionStats"]
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class AdmissionStats(NamedTuple):
+    in_flight: int
+    queued: int
+    shed: int
 
 
 class Admission:
@@ -85,6 +92,10 @@ class Admission:
     @property
     def queued(self) -> int:
         return len(self._waiters)
+
+    def stats(self) -> AdmissionStats:
+        """What the gate holds now, and how many it has shed: for metrics."""
+        return AdmissionStats(self.in_flight, self.queued, self.shed)
 
     async def wait_for_slot(self) -> bool:
         """Wait, within the bounds, for a slot; True once holding one, False when shed."""

@@ -12,16 +12,28 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from loopwise.service.db import Database
 from loopwise.service.jobs.queue import CHANNEL, Connection, JobState
 
 __all__ = [
     "DeadJob",
+    "QueueDepth",
     "count_by_state",
     "discard_dead",
     "list_dead",
     "prune_finished",
     "retry_dead",
 ]
+
+
+class QueueDepth:
+    """The queue's depth by state, read from PostgreSQL: the job queue's metrics source."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def stats(self) -> dict[str, int]:
+        return await count_by_state(self._db.pool)
 
 
 async def count_by_state(pool: asyncpg.Pool | Connection) -> dict[str, int]:
