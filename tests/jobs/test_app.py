@@ -136,8 +136,6 @@ def test_public_names_are_pinned() -> None:
             "WELCOME_EMAIL",
             "BackgroundStats",
             "BackgroundWork",
-            "ClosedBackgroundWork",
-            "ClosedWorker",
             "DeadJob",
             "Job",
             "JobState",

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from loopwise.service.jobs.background import BackgroundWork, ClosedBackgroundWork
+from loopwise.patterns import ResourceClosed
+from loopwise.service.jobs.background import BackgroundWork
 
 
 async def test_work_runs_and_failures_stay_contained() -> None:
@@ -50,13 +51,13 @@ async def test_shutdown_drains_then_cancels() -> None:
 async def test_closed_background_work_refuses() -> None:
     """No work is accepted before start or after close, and it cannot be reopened."""
     background = BackgroundWork()
-    with pytest.raises(ClosedBackgroundWork, match="cannot spawn 'x'"):
+    with pytest.raises(ResourceClosed, match="cannot spawn 'x'"):
         background.spawn(asyncio.sleep, 0, name="x")
     async with background:
         pass
-    with pytest.raises(ClosedBackgroundWork):
+    with pytest.raises(ResourceClosed):
         background.spawn(asyncio.sleep, 0, name="x")
-    with pytest.raises(ClosedBackgroundWork, match="Cannot reopen"):
+    with pytest.raises(ResourceClosed, match="Cannot reopen"):
         await background.__aenter__()
     with pytest.raises(ValueError, match="`grace` must not be negative"):
         BackgroundWork(grace=-1)

@@ -12,7 +12,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from loopwise.patterns import CircuitState, deadline
+from loopwise.patterns import CircuitState, fail_after
 from loopwise.service.app import create_app
 from loopwise.service.deps import Downstreams_
 from loopwise.service.downstreams import Downstreams, LoyaltyPoints
@@ -100,7 +100,7 @@ async def test_dead_and_slow_downstreams_fall_back_on_time(
     async with Downstreams.from_settings(settings) as downstreams:
         started = loop.time()
         # 0.5 s, not less: on a loaded machine even a refused connect has taken 140 ms.
-        async with deadline(0.5), asyncio.TaskGroup() as group:
+        async with fail_after(0.5), asyncio.TaskGroup() as group:
             loyalty = group.create_task(downstreams.loyalty(1))
             shipments = group.create_task(downstreams.shipments([1, 2, 3]))
         elapsed = loop.time() - started

@@ -21,7 +21,7 @@ Fan out across different resources (PostgreSQL and two HTTP services), not sever
 to the same PostgreSQL: one round trip with a fused query beats three pooled connections.
 
 ``within`` bounds the branches themselves, so an optional branch can still fall back at
-the very end of the budget. A caller's enclosing ``deadline()`` that expires at the same
+the very end of the budget. A caller's enclosing ``fail_after()`` that expires at the same
 instant cancels the call as a whole instead; give the request's budget as ``within``.
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from loopwise.patterns.deadlines import current_deadline, deadline
+from loopwise.patterns.deadlines import current_deadline, fail_after
 from loopwise.patterns.exceptions import DeadlineExceeded
 
 __all__ = ["Branch", "FanOutResult", "fan_out", "optional", "required"]
@@ -138,7 +138,7 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
             if math.isinf(budget):
                 values[branch.name] = await branch.run()
             else:
-                async with deadline(max(0.0, budget)):
+                async with fail_after(max(0.0, budget)):
                     values[branch.name] = await branch.run()
         except Exception as exc:
             if branch.is_required:

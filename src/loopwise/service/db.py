@@ -17,17 +17,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 import asyncpg.pool
 
 from loopwise.patterns.deadlines import time_left
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.settings import Settings
 
 __all__ = [
-    "ClosedDatabase",
     "Connection",
     "Database",
     "EmbeddedUnavailable",
@@ -38,10 +37,6 @@ __all__ = [
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-class ClosedDatabase(RuntimeError):
-    """The pool was used before it was opened, or after it was closed."""
 
 
 class PoolExhausted(TimeoutError):
@@ -95,7 +90,6 @@ class Database(AsyncResource):
         self._max_size = max_size
         self._statement_timeout = statement_timeout
         self._pool: asyncpg.Pool | None = None
-        self._state = ResourceState.UNOPENED
 
     @classmethod
     def from_settings(cls, settings: Settings, dsn: str) -> Database:
@@ -108,14 +102,21 @@ class Database(AsyncResource):
         )
 
     @property
+    def resource_name(self) -> str:
+        return "database pool"
+
+    @property
     def pool(self) -> asyncpg.Pool:
-        if self._state is not ResourceState.OPENED or self._pool is None:
-            raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
+        """The open pool.
+
+        Raises:
+            ResourceClosed: before opening, or after closing.
+        """
+        self._check_open()
+        assert self._pool is not None  # made by _aopen
         return self._pool
 
-    async def open(self) -> None:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
+    async def _aopen(self) -> None:
         pool = _BoundedWaitPool(
             self.dsn,
             acquire_timeout=self.acquire_timeout,
@@ -139,16 +140,10 @@ class Database(AsyncResource):
             },
         )
         self._pool = await pool
-        self._state = ResourceState.OPENED
 
-    async def aclose(self) -> None:
-        if self._state is ResourceState.OPENED and self._pool is not None:
+    async def _aclose(self) -> None:
+        if self._pool is not None:
             await self._pool.close()
-        self._state = ResourceState.CLOSED
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
 
 
 async def _keep_session_state(conn: asyncpg.Connection) -> None:

@@ -17,19 +17,21 @@ import datetime as dt
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from loopwise.patterns import (
+    DEADLINE_MARGIN,
     CircuitBreaker,
     CircuitState,
-    ClosedResource,
     Downstream,
     DownstreamStats,
+    Limits,
     PatternError,
-    deadline,
+    ResourceClosed,
+    fail_after,
     stream_all,
     time_left,
 )
@@ -42,9 +44,6 @@ __all__ = ["Downstreams", "LoyaltyPoints", "Part", "Shipment"]
 T = TypeVar("T")
 
 _log = get_logger("loopwise.downstreams")
-
-# Give up this long before the request's deadline, so the fallback is returned in time.
-_SPARE = 0.01
 
 
 class LoyaltyPoints(BaseModel):
@@ -82,16 +81,16 @@ class Downstreams(AsyncResource):
         self._stack = AsyncExitStack()
         self._loyalty: Downstream | None = None
         self._shipments: Downstream | None = None
-        self._opened = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Downstreams:
         return cls(settings)
 
-    async def __aenter__(self) -> Self:
-        if self._opened:
-            raise ClosedResource("downstreams", "Cannot reopen the downstreams once opened.")
-        self._opened = True
+    @property
+    def resource_name(self) -> str:
+        return "downstreams"
+
+    async def _aopen(self) -> None:
         s = self._settings
         async with AsyncExitStack() as stack:
             if s.loyalty_url is not None:
@@ -116,9 +115,8 @@ class Downstreams(AsyncResource):
                 )
             self._stack = stack.pop_all()
         _log.info("downstreams_opened", configured=sorted(self.stats()))
-        return self
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         await self._stack.aclose()
 
     @property
@@ -138,13 +136,13 @@ class Downstreams(AsyncResource):
         if self._loyalty is None:
             return Part(None)
         try:
-            async with deadline(self._budget(self._settings.loyalty_timeout)):
+            async with fail_after(self._budget(self._settings.loyalty_timeout)):
                 response = await self._loyalty.get(f"/loyalty/{user_id}")
             if response.status_code == 404:
                 return Part(None)  # no loyalty account: an answer, not a failure
             response.raise_for_status()
             return Part(LoyaltyPoints.model_validate_json(response.content))
-        except ClosedResource:
+        except ResourceClosed:
             raise  # a lifecycle bug, not a downstream failure: never hide it as a fallback
         except (PatternError, httpx.HTTPStatusError, ValidationError) as exc:
             reason = _reason(exc)
@@ -164,21 +162,21 @@ class Downstreams(AsyncResource):
         shipments = self._shipments
         try:
             async with (
-                deadline(self._budget(self._settings.shipments_timeout)),
+                fail_after(self._budget(self._settings.shipments_timeout)),
                 stream_all(shipments.get, [f"/shipments/{i}" for i in order_ids]) as results,
             ):
                 async for outcome in results:
                     response = outcome.value
                     if response is not None and response.status_code == 404:
                         continue
-                    if isinstance(outcome.error, ClosedResource):
+                    if isinstance(outcome.error, ResourceClosed):
                         raise outcome.error
                     if response is None or response.status_code != 200:
                         failed += 1
                         continue
                     shipment = Shipment.model_validate_json(response.content)
                     found[shipment.order_id] = shipment
-        except ClosedResource:
+        except ResourceClosed:
             raise
         except (PatternError, ValidationError) as exc:
             # Out of time (or a bad answer): keep what arrived, count the rest as failed.
@@ -198,8 +196,7 @@ class Downstreams(AsyncResource):
             name,
             url,
             timeout=timeout,
-            concurrency=concurrency,
-            rate=rate or None,
+            limits=Limits(concurrency=concurrency, rate=rate or None),
             breaker=CircuitBreaker(name, on_state_change=_on_breaker_change),
             transport=self._transport,
         )
@@ -207,7 +204,8 @@ class Downstreams(AsyncResource):
     @staticmethod
     def _budget(own: float) -> float:
         left = time_left()
-        return own if left is None else max(0.0, min(own, left - _SPARE))
+        # Give up a margin before the request's deadline, so the fallback is returned in time.
+        return own if left is None else max(0.0, min(own, left - DEADLINE_MARGIN))
 
 
 def _reason(exc: Exception) -> str:

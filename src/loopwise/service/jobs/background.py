@@ -15,20 +15,17 @@ import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Self, TypeVarTuple, Unpack
+from typing import TypeVarTuple, Unpack
 
+from loopwise.patterns.exceptions import ResourceClosed
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 from loopwise.service.logs import get_logger
 
-__all__ = ["BackgroundStats", "BackgroundWork", "ClosedBackgroundWork"]
+__all__ = ["BackgroundStats", "BackgroundWork"]
 
 Ts = TypeVarTuple("Ts")
 
 _log = get_logger("loopwise.background")
-
-
-class ClosedBackgroundWork(RuntimeError):
-    """Work was spawned before start or after shutdown began."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +43,6 @@ class BackgroundWork(AsyncResource):
         if grace < 0:
             raise ValueError(f"`grace` must not be negative, got {grace}")
         self._grace = grace
-        self._state = ResourceState.UNOPENED
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._completed = self._failed = self._cancelled = 0
@@ -58,10 +54,12 @@ class BackgroundWork(AsyncResource):
         """Run ``func(*args)`` in the background; its failure is logged, not raised.
 
         Raises:
-            ClosedBackgroundWork: before ``__aenter__`` or once shutdown has begun.
+            ResourceClosed: before ``__aenter__`` or once shutdown has begun.
         """
-        if self._state is not ResourceState.OPENED:
-            raise ClosedBackgroundWork(f"cannot spawn {name!r}: background work is closed")
+        if self.state is not ResourceState.OPENED:
+            raise ResourceClosed(
+                self.resource_name, f"cannot spawn {name!r}: background work is closed"
+            )
         task = self._tg.create_task(self._guard(func, args, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -86,19 +84,15 @@ class BackgroundWork(AsyncResource):
         else:
             self._completed += 1
 
-    async def __aenter__(self) -> Self:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedBackgroundWork("Cannot reopen background work once it has been opened.")
-        await self._tg.__aenter__()
-        self._state = ResourceState.OPENED
-        return self
+    @property
+    def resource_name(self) -> str:
+        return "background work"
 
-    async def aclose(self) -> None:
+    async def _aopen(self) -> None:
+        await self._tg.__aenter__()
+
+    async def _aclose(self) -> None:
         """Refuse new work, wait ``grace`` seconds for running tasks, cancel the rest."""
-        if self._state is not ResourceState.OPENED:
-            self._state = ResourceState.CLOSED
-            return
-        self._state = ResourceState.CLOSED
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._grace)
         for task in list(self._tasks):
