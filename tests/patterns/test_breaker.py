@@ -11,7 +11,7 @@ import pytest
 
 from loopwise.patterns import CircuitBreaker, CircuitOpen, CircuitState
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 Change = tuple[str, CircuitState, CircuitState]
 

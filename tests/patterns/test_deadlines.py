@@ -21,7 +21,7 @@ from loopwise.patterns import (
     time_left,
 )
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 
 async def test_fail_after_raises_at_the_deadline() -> None:

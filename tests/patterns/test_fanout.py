@@ -14,7 +14,7 @@ import loopwise.patterns
 from loopwise.patterns import DeadlineExceeded, fail_after, fan_out, optional, required, time_left
 from loopwise.patterns.fanout import __all__ as fanout_all
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 
 class _Probe:

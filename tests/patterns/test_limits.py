@@ -21,7 +21,7 @@ from loopwise.patterns import (
     fail_after,
 )
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 
 async def _hold(limits: KeyedLimits, key: str, held: asyncio.Event, release: asyncio.Event) -> None:

@@ -125,7 +125,7 @@ async def test_full_queue_fails_fast() -> None:
         assert list(await asyncio.gather(running, waiting)) == ["running", "waiting"]
 
 
-@pytest.mark.looptime
+@pytest.mark.virtual_time
 async def test_waiting_is_bounded_by_the_deadline() -> None:
     """No worker frees up: the call raises Saturated exactly the margin before the deadline."""
     gate = Gate()

@@ -33,7 +33,7 @@ from loopwise.patterns import (
     fail_after,
 )
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 

@@ -12,7 +12,7 @@ import pytest
 
 from loopwise.patterns import RetryBudget, RetryPolicy, fail_after, retry
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.virtual_time
 
 
 class Sleeps(list[float]):

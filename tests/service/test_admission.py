@@ -157,7 +157,7 @@ async def test_a_waiting_request_takes_the_freed_slot_and_a_full_queue_sheds() -
     assert (gate.in_flight, gate.queued, gate.shed) == (0, 0, 1)
 
 
-@pytest.mark.looptime
+@pytest.mark.virtual_time
 async def test_a_request_that_waits_too_long_is_shed() -> None:
     """Past the wait bound (exactly, on virtual time) a queued request is answered 503."""
     release = asyncio.Event()
@@ -223,7 +223,7 @@ async def test_drain_sheds_newcomers_and_waits_for_requests_in_flight() -> None:
     assert gate.in_flight == 0
 
 
-@pytest.mark.looptime
+@pytest.mark.virtual_time
 async def test_drain_gives_up_after_its_grace() -> None:
     """A request still in flight when the grace ends: drain returns False, exactly on time."""
     release = asyncio.Event()
