@@ -17,7 +17,7 @@ from loopwise.patterns import (
     fetch_all,
     stream_all,
 )
-from loopwise.sim import SimConfig, create_sim_app
+from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.servers import serve_asgi
 
 Stream = AbstractAsyncContextManager[AsyncIterator[Outcome[int, int]]]

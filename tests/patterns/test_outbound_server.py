@@ -24,7 +24,7 @@ from loopwise.patterns import (
     Retries,
     fail_after,
 )
-from loopwise.sim import SimConfig, SimState, create_sim_app
+from loopwise_bench.sim import SimConfig, SimState, create_sim_app
 from tests.servers import closed_port, serve_asgi
 
 
