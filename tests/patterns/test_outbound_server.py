@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -19,7 +20,9 @@ from loopwise.patterns import (
     Downstream,
     DownstreamTimeout,
     DownstreamUnreachable,
+    KeyedLimits,
     Limits,
+    LimitsStats,
     LimitTimeout,
     Retries,
     fail_after,
@@ -61,23 +64,41 @@ async def test_concurrency_never_exceeds_the_limit(sim: tuple[str, SimState]) ->
     assert state.max_in_flight == 5
 
 
-async def test_rate_is_never_exceeded_at_the_server(sim: tuple[str, SimState]) -> None:
-    """At 100 calls/s, 61 calls fired at once reach the server no faster than 100/s."""
+class Recorded:
+    """A :class:`Limiter` that notes when the limits it wraps let each call through."""
+
+    def __init__(self, inner: KeyedLimits) -> None:
+        self.inner = inner
+        self.granted: list[float] = []
+
+    @asynccontextmanager
+    async def acquire(self, key: str) -> AsyncIterator[None]:
+        async with self.inner.acquire(key):
+            self.granted.append(asyncio.get_running_loop().time())
+            yield
+
+    def stats(self) -> LimitsStats:
+        return self.inner.stats()
+
+
+async def test_rate_spaces_calls_on_real_time(sim: tuple[str, SimState]) -> None:
+    """At 100 calls/s, 61 calls fired at once take at least 0.59 s to be let through.
+
+    Measured where the limiter acts (a busy machine only makes that later), while the
+    server counts every arrival. At the server itself the spacing would also carry each
+    request's own latency, which a busy machine varies at will; the exact spacing is
+    proven on virtual time in ``test_limits.py``.
+    """
     url, state = sim
     calls, rate = 61, 100.0
-    async with (
-        Downstream("sim", url, limits=Limits(concurrency=calls, rate=rate)) as api,
-        asyncio.TaskGroup() as group,
-    ):
+    limits = Recorded(KeyedLimits("sim", concurrency=calls, rate=rate))
+    async with Downstream("sim", url, limits=limits) as api, asyncio.TaskGroup() as group:
         for n in range(1, calls + 1):
             group.create_task(api.get(f"/loyalty/{n}"))
-    arrivals = sorted(state.arrivals)
-    assert len(arrivals) == calls
-    # A lower bound on the time taken: a busy machine only spreads the arrivals further.
-    # (10% of slack: a timer that fired late lets the next token follow it one interval
-    # after its schedule, not after the late firing, so two arrivals may come closer.)
-    overall = (calls - 1) / (arrivals[-1] - arrivals[0])
-    assert overall <= rate * 1.1, overall
+    assert state.requests == calls
+    # One interval of slack: after a late timer the next token follows one interval after
+    # its schedule, not after the late firing (that keeps the rate), so one gap may shrink.
+    assert limits.granted[-1] - limits.granted[0] >= (calls - 2) / rate
 
 
 async def test_deadline_ends_a_hanging_call(sim: tuple[str, SimState]) -> None:
