@@ -153,6 +153,7 @@ async def test_fetch_all_respects_per_host_limits_and_reports_each_url() -> None
         Downstream(
             "sim",
             url,
+            timeout=60.0,  # errors, not timeouts: a loaded machine must not turn one into other
             limits=Limits(concurrency=4),
             retry=Retries(attempts=1),
             breaker=never_opens,

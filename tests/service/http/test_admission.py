@@ -49,7 +49,9 @@ async def serving(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, LifespanManager]]:
     app = create_app(settings.model_copy(update={"jobs_in_process": False, **limits}))
     app.add_api_route("/_hold", holder)
-    manager = LifespanManager(app)
+    # Start-up opens pools and hashes once off the loop: seconds on a saturated machine,
+    # past asgi-lifespan's 5 s default.
+    manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)
     await manager.__aenter__()
     try:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
