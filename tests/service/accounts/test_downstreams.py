@@ -115,7 +115,9 @@ async def test_dead_and_slow_downstreams_fail_on_time(
                 downstreams.loyalty(1), downstreams.shipments([1, 2, 3]), return_exceptions=True
             )
         elapsed = loop.time() - started
-    assert isinstance(loyalty, DownstreamUnreachable)
+    # Refused at once on an idle machine; on a saturated one the refusal may come after the
+    # call's budget: either way it failed, before the request's deadline fired.
+    assert isinstance(loyalty, DownstreamUnreachable | DeadlineExceeded)
     # Ended by its margin before the request's deadline, which therefore never fired.
     assert isinstance(shipments, DeadlineExceeded)
     assert elapsed >= 0.5 - 0.01 - 0.001, elapsed
@@ -200,7 +202,7 @@ async def test_lifespan_opens_downstreams_in_app_state(
         points = await downstreams.loyalty(7)
         return {"configured": sorted(downstreams.stats()), "points": points}
 
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             body = (await client.get("/_probe")).json()
