@@ -39,18 +39,17 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import asyncpg
 import asyncpg.pool
 
 from loopwise.patterns.deadlines import time_left
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
 __all__ = [
-    "ClosedDatabase",
     "Connection",
     "Database",
     "DatabaseStats",
@@ -65,10 +64,6 @@ _log = get_logger("loopwise.db")
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-class ClosedDatabase(RuntimeError):
-    """The pool was used before it was opened, or after it was closed."""
 
 
 class PoolExhausted(TimeoutError):
@@ -135,7 +130,6 @@ class Database(AsyncResource):
         self._max_size = max_size
         self._statement_timeout = statement_timeout
         self._pool: asyncpg.Pool | None = None
-        self._state = ResourceState.UNOPENED
 
     @classmethod
     def from_settings(cls, settings: Settings, dsn: str) -> Database:
@@ -149,23 +143,30 @@ class Database(AsyncResource):
         )
 
     @property
+    def resource_name(self) -> str:
+        return "database pool"
+
+    @property
     def pool(self) -> asyncpg.Pool:
-        if self._state is not ResourceState.OPENED or self._pool is None:
-            raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
+        """The open pool.
+
+        Raises:
+            ResourceClosed: before opening, or after closing.
+        """
+        self._check_open()
+        assert self._pool is not None  # made by _aopen
         return self._pool
 
     def stats(self) -> DatabaseStats:
         """The pool's size and idle connections, for metrics.
 
         Raises:
-            ClosedDatabase: the pool is not open.
+            ResourceClosed: the pool is not open.
         """
         pool = self.pool
         return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size())
 
-    async def open(self) -> None:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
+    async def _aopen(self) -> None:
         statement_ms = int(self._statement_timeout * 1000)
         # A connection left idle in a transaction holds locks; end it.
         idle_ms = int(max(self._statement_timeout * 2, 10) * 1000)
@@ -205,7 +206,6 @@ class Database(AsyncResource):
             statement_cache_size=0 if self.pooled else 100,
         )
         self._pool = await pool
-        self._state = ResourceState.OPENED
         if self.pooled and self._min_size > 0:
             jit = await self._pool.fetchval("SHOW jit")
             if jit != "off":
@@ -215,14 +215,9 @@ class Database(AsyncResource):
                     "introspection cannot turn it off through a transaction pooler",
                 )
 
-    async def aclose(self) -> None:
-        if self._state is ResourceState.OPENED and self._pool is not None:
+    async def _aclose(self) -> None:
+        if self._pool is not None:
             await self._pool.close()
-        self._state = ResourceState.CLOSED
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
 
 
 @contextlib.asynccontextmanager

@@ -87,7 +87,6 @@ def test_public_names_are_pinned() -> None:
         [
             "CHANNEL",
             "WELCOME_EMAIL",
-            "ClosedWorker",
             "DeadJob",
             "QueueDepth",
             "Job",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Self
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Histogram, multiprocess
@@ -117,12 +116,11 @@ class Metrics(AsyncResource):
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
         return encode(merged), content_type
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         if self.multiprocess:
             self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics")
-        return self
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         """Stop refreshing; in multiprocess mode, drop this worker's live gauges."""
         if self._refresher is not None:
             self._refresher.cancel()

@@ -17,12 +17,11 @@ from loopwise.service.jobs.admin import (
 from loopwise.service.jobs.queue import CHANNEL, Job, JobState, enqueue
 from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email, job_handlers
-from loopwise.service.jobs.worker import ClosedWorker, Worker, WorkerStats
+from loopwise.service.jobs.worker import Worker, WorkerStats
 
 __all__ = [
     "CHANNEL",
     "WELCOME_EMAIL",
-    "ClosedWorker",
     "DeadJob",
     "Job",
     "JobState",

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from loopwise.patterns.deadlines import deadline
+from loopwise.patterns.deadlines import fail_after
 from loopwise.service.settings import Settings
 
 __all__ = [
@@ -88,10 +88,10 @@ class SmtpMailer:
             # Our deadlines bound each phase; aiosmtplib's own timeout is only a backstop.
             timeout=max(self._connect_timeout, self._send_timeout) + 1.0,
         )
-        async with deadline(self._connect_timeout):
+        async with fail_after(self._connect_timeout):
             await smtp.connect()
         try:
-            async with deadline(self._send_timeout):
+            async with fail_after(self._send_timeout):
                 try:
                     await smtp.send_message(message)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
