@@ -11,6 +11,7 @@ import typer
 from loopwise.cli.jobs import jobs_app, worker
 from loopwise.cli.measure import bench, downstream_sim
 from loopwise.cli.service import migrate, serve
+from loopwise.cli.users import users_app
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,7 @@ app.command()(bench)
 app.command("downstream-sim")(downstream_sim)
 app.command()(worker)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:

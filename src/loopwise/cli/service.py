@@ -38,6 +38,10 @@ def serve() -> None:
             apply_migrations(dsn)
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
+        if "public_url" not in settings.model_fields_set:
+            # Links in emails then point at this server as configured (never at a
+            # request's Host header); production sets LOOPWISE_PUBLIC_URL.
+            os.environ["LOOPWISE_PUBLIC_URL"] = _own_url(settings)
         if settings.workers > 1:
             _share_metrics(settings)
         _raise_open_files(settings.max_connections)
@@ -65,6 +69,15 @@ def serve() -> None:
             backlog=settings.listen_backlog,
             backpressure=settings.max_connections,
         ).serve()
+
+
+def _own_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _raise_open_files(connections: int) -> None:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
 from loopwise.service import health
 from loopwise.service import metrics as metrics_routes
+from loopwise.service.accounts.emails import account_job_handlers
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
@@ -23,7 +24,7 @@ from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.admission import Admission, AdmissionControl
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
-from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
+from loopwise.service.jobs import BackgroundWork, Worker
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.metrics import Metrics
 from loopwise.service.middleware import BodySizeLimit, RequestLog
@@ -88,7 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
-                    Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
+                    Worker.from_settings(
+                        settings, db.pool, account_job_handlers(settings, db.pool), dsn
+                    )
                 )
                 metrics.track_job_worker(worker.stats)
             metrics.track_admission(gate)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import zoneinfo
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.deps import CurrentUser, Pool, Timezones
+from loopwise.service.exceptions import Unauthenticated
 
 __all__ = ["Preferences", "load_timezones", "router"]
 
@@ -79,5 +81,9 @@ async def replace_preferences(
                 }
             ]
         )
-    await pool.execute(_WRITE, caller.id, body.model_dump_json())
+    try:
+        await pool.execute(_WRITE, caller.id, body.model_dump_json())
+    except asyncpg.ForeignKeyViolationError:
+        # The account was deleted while this request was in flight.
+        raise Unauthenticated("The account no longer exists.") from None
     return body

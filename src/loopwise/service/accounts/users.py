@@ -17,9 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, mod
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.accounts.tokens import Purpose, revoke_tokens
 from loopwise.service.db import Connection
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
-from loopwise.service.exceptions import Conflict, Forbidden, NotFound
+from loopwise.service.exceptions import Conflict, Forbidden, NotFound, Unauthenticated
 from loopwise.service.jobs.welcome import enqueue_welcome_email
 
 __all__ = ["DisplayName", "User", "create_user", "router"]
@@ -48,6 +49,9 @@ class User(BaseModel):
     email: str
     display_name: str
     created_at: datetime
+    email_verified: bool = Field(
+        description="Whether the owner proved the address (verification link or reset)."
+    )
 
     @classmethod
     def of(cls, caller: Caller) -> User:
@@ -56,6 +60,7 @@ class User(BaseModel):
             email=caller.email,
             display_name=caller.display_name,
             created_at=caller.created_at,
+            email_verified=caller.email_verified,
         )
 
 
@@ -86,7 +91,7 @@ class UserUpdate(BaseModel):
 _INSERT_USER = """
 INSERT INTO users (email, display_name, password_hash)
 VALUES ($1, $2, $3)
-RETURNING id, email, display_name, created_at
+RETURNING id, email, display_name, created_at, email_verified_at IS NOT NULL AS email_verified
 """
 
 
@@ -116,7 +121,8 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     The password is hashed with argon2id off the event loop. The user row and the welcome
     email's job commit in one transaction (a transactional outbox): a registration that
     committed has exactly one job, one that rolled back has none, and the response never
-    waits for the mail server.
+    waits for the mail server. The welcome email carries the link that verifies the
+    address (``POST /verify-email``).
     """
     password_hash = await passwords.hash(body.password)
     async with pool.acquire() as conn, conn.transaction():
@@ -126,6 +132,7 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
             email=user.email,
             name=user.display_name,
             max_attempts=settings.jobs_max_attempts,
+            user_id=user.id,
         )
     return user
 
@@ -150,7 +157,7 @@ async def read_user(
 
 _UPDATE_NAME = """
 UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1
-RETURNING id, email, display_name, created_at
+RETURNING id, email, display_name, created_at, email_verified_at IS NOT NULL AS email_verified
 """
 _UPDATE_HASH = (
     "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1 AND password_hash = $3"
@@ -159,7 +166,10 @@ _UPDATE_HASH = (
 
 @router.patch(
     "/users/me",
-    responses={403: {"description": "`current_password` is wrong."}},
+    responses={
+        403: {"description": "`current_password` is wrong."},
+        409: {"description": "The password changed meanwhile."},
+    },
 )
 async def update_me(
     body: UserUpdate,
@@ -180,7 +190,8 @@ async def update_me(
         if body.display_name is not None:
             row = await pool.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
             if row is None:
-                raise NotFound("The user no longer exists.")
+                # Deleted while this request was in flight: its token is dead now.
+                raise Unauthenticated("The account no longer exists.")
             user = User(**dict(row))
     finally:
         # Read your own writes on this process at once; PostgreSQL tells the others.
@@ -201,6 +212,8 @@ async def _change_password(
     throttle = LoginThrottle.for_attempt(settings, caller.email, address)
     await throttle.check(pool)
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
+    if stored is None:
+        raise Unauthenticated("The account no longer exists.")
     if not await passwords.verify(stored, current):
         await throttle.record_failure(pool)
         raise Forbidden("current_password is wrong.")
@@ -209,5 +222,9 @@ async def _change_password(
         # `password_hash = $3`: a concurrent change since we verified wins, not this one.
         changed = await conn.execute(_UPDATE_HASH, caller.id, new_hash, stored)
         if changed != "UPDATE 1":
+            if await conn.fetchval("SELECT true FROM users WHERE id = $1", caller.id) is None:
+                raise Unauthenticated("The account no longer exists.")
             raise Conflict("The password changed meanwhile; try again.")
         await revoke_other_sessions(conn, caller.id, keep=caller.token_hash)
+        # A reset link mailed before the change must not undo it.
+        await revoke_tokens(conn, caller.id, Purpose.RESET_PASSWORD)
