@@ -14,7 +14,7 @@ from asgi_lifespan import LifespanManager
 
 from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
-from tests.jobs.smtp import SmtpServer
+from tests.service.jobs.smtp import SmtpServer
 
 __all__ = [
     "PUBLIC_URL",

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from loopwise.service.settings import Settings
-from tests.jobs.smtp import SmtpServer, smtp_server
 from tests.service.accounts.conftest import PASSWORD, announced, cache_stats, listening, login
 from tests.service.accounts.mail import instance, mailing, next_mail, sql, token_in
+from tests.service.jobs.smtp import SmtpServer, smtp_server
 
 NEW_PASSWORD = "a brand new secret"
 

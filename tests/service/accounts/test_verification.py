@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from loopwise.service.settings import Settings
-from tests.jobs.smtp import SmtpServer, smtp_server
 from tests.service.accounts.conftest import PASSWORD, login
 from tests.service.accounts.mail import (
     PUBLIC_URL,
@@ -20,6 +19,7 @@ from tests.service.accounts.mail import (
     sql,
     token_in,
 )
+from tests.service.jobs.smtp import SmtpServer, smtp_server
 
 ORDER = {"items": [{"sku": "tea", "quantity": 1, "unit_price_cents": 250}]}
 
