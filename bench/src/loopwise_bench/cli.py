@@ -148,7 +148,7 @@ def lifecycle(
     smtp_delay_ms: Annotated[
         float, typer.Option(min=0, help="The sink's time per message.")
     ] = 10.0,
-    rounds: Annotated[int, typer.Option(min=10, help="Reset requests per kind.")] = 1000,
+    rounds: Annotated[int, typer.Option(min=10, max=900, help="Reset requests per kind.")] = 900,
 ) -> None:
     """Reset-email latency behind a welcome backlog; reset timing, known vs unknown."""
     import asyncio

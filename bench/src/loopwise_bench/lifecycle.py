@@ -143,11 +143,14 @@ class TimingComparison:
         )
 
 
-async def measure_timing(dsn: str, data_dir: Path, *, rounds: int = 1000) -> TimingComparison:
+async def measure_timing(
+    dsn: str, data_dir: Path, *, rounds: int = 900, worker: bool = True
+) -> TimingComparison:
     settings = _settings(
         dsn,
         data_dir,
-        password_reset_max_per_email=100_000,
+        jobs_in_process=worker,
+        password_reset_max_per_email=1000,
         password_reset_max_per_client=100_000,
     )
     app = create_app(settings)

@@ -15,6 +15,8 @@ overtake the bulk of welcome emails (``queue.claim`` takes the highest priority 
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -45,6 +47,7 @@ __all__ = [
     "PASSWORD_RESET",
     "PRIORITY_NOTICE",
     "PRIORITY_WAITED_FOR",
+    "RESET_JITTER",
     "VERIFY_EMAIL",
     "Links",
     "account_email_handlers",
@@ -60,6 +63,14 @@ ACCOUNT_DELETED = "email.account_deleted"
 
 PRIORITY_WAITED_FOR = 10  # a person waits for it: reset and verification links
 PRIORITY_NOTICE = 5  # a notice about something done: the deletion confirmation
+
+# Seconds a reset job waits, at random, before it looks the address up. With the worker
+# in the serving process, the job's work (more for a known address: a token, a message)
+# otherwise lands on the event loop while the request that queued it is still finishing,
+# and the 202 for an unknown address came back measurably slower than for a known one
+# (median 28 vs 23 ms; docs/operations/accounts.md). Waiting moves that work away from
+# the request, to a random later moment no response can be matched with.
+RESET_JITTER = (0.05, 0.25)
 
 Handler = Callable[[Job], Awaitable[None]]
 
@@ -177,6 +188,7 @@ def account_email_handlers(mailer: Mailer, links: Links, *, sender: str) -> dict
         )
 
     async def send_reset(job: Job) -> None:
+        await asyncio.sleep(random.uniform(*RESET_JITTER))  # noqa: S311 - not a secret
         user = await links.pool.fetchrow(_ENABLED_BY_EMAIL, job.payload["email"])
         if user is None:
             # No account (or a disabled one) behind this address: nothing is sent, and
