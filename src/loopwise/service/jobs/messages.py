@@ -56,9 +56,19 @@ def compose(
     message["To"] = Address(display_name=one_line(name), addr_spec=to)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
-    message.set_content(text)
-    message.add_alternative(html_body, subtype="html")
+    # ASCII bodies go as 7bit, lines whole: a link (~90 characters) stays one line that
+    # anyone reading the raw message (an outbox file, a log) can copy. RFC 5322 section
+    # 2.1.1 allows 998 characters a line; 78 is only advice. Non-ASCII bodies keep the
+    # library's choice (quoted-printable or base64), which every client decodes.
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html_body, subtype="html", cte=_transfer_encoding(html_body))
     return message
+
+
+def _transfer_encoding(body: str) -> str | None:
+    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+        return "7bit"
+    return None
 
 
 def one_line(name: str) -> str:
