@@ -197,3 +197,29 @@ async def test_wrong_shapes_are_refused(app_client: httpx.AsyncClient) -> None:
         "/password-reset/confirm", json={"token": "A" * 43, "password": "aaaaaaaa"}
     )
     assert weak.status_code == 422
+
+
+async def test_reset_email_overtakes_a_welcome_backlog(
+    mail_settings: Settings, smtp: SmtpServer, database_url: str
+) -> None:
+    """With 1,000 welcome emails queued first, the reset email arrives long before they do."""
+    await sql(
+        database_url,
+        "INSERT INTO users (email, display_name, password_hash) VALUES ('ivy@example.com', 'Ivy', 'x')",
+    )
+    await sql(
+        database_url,
+        "INSERT INTO jobs (kind, payload, max_attempts) SELECT 'email.welcome', "
+        "jsonb_build_object('email', 'bulk' || g || '@example.com', 'name', 'Bulk'), 3 "
+        "FROM generate_series(1, 1000) g",
+    )
+    async with instance(mail_settings.model_copy(update={"jobs_concurrency": 2})) as client:
+        assert (
+            await client.post("/password-reset", json={"email": "ivy@example.com"})
+        ).status_code == 202
+        await next_mail(smtp, "ivy@example.com", within=60)
+        left = await sql(
+            database_url,
+            "SELECT count(*) FROM jobs WHERE kind = 'email.welcome' AND state = 'queued'",
+        )
+    assert left[0][0] > 500
