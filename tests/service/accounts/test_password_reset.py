@@ -66,7 +66,7 @@ async def test_reset_link_sets_the_password_once(
     assert await _login_status(app_client, "ada@example.com", PASSWORD) == 401
     assert await _login_status(app_client, "ada@example.com", NEW_PASSWORD) == 200
     reused = await _confirm(app_client, token)
-    assert reused.status_code == 400
+    assert reused.status_code == 403
     assert reused.headers["content-type"] == "application/problem+json"
 
 
@@ -104,7 +104,7 @@ async def test_expired_token_is_refused(
     await _account(app_client, smtp, "cy@example.com")
     token = await _reset_token(app_client, smtp, "cy@example.com")
     await sql(database_url, "UPDATE account_tokens SET expires_at = now() - interval '1 second'")
-    assert (await _confirm(app_client, token)).status_code == 400
+    assert (await _confirm(app_client, token)).status_code == 403
     assert await _login_status(app_client, "cy@example.com", PASSWORD) == 200
 
 
@@ -113,7 +113,7 @@ async def test_newer_token_ends_the_older(app_client: httpx.AsyncClient, smtp: S
     await _account(app_client, smtp, "dee@example.com")
     older = await _reset_token(app_client, smtp, "dee@example.com")
     newer = await _reset_token(app_client, smtp, "dee@example.com")
-    assert (await _confirm(app_client, older)).status_code == 400
+    assert (await _confirm(app_client, older)).status_code == 403
     assert (await _confirm(app_client, newer)).status_code == 204
 
 
@@ -129,7 +129,7 @@ async def test_password_change_ends_the_token(
         json={"password": "changed it myself", "current_password": PASSWORD},
     )
     assert changed.status_code == 200
-    assert (await _confirm(app_client, token)).status_code == 400
+    assert (await _confirm(app_client, token)).status_code == 403
     assert await _login_status(app_client, "eve@example.com", "changed it myself") == 200
 
 
@@ -205,7 +205,8 @@ async def test_reset_email_overtakes_a_welcome_backlog(
     """With 1,000 welcome emails queued first, the reset email arrives long before they do."""
     await sql(
         database_url,
-        "INSERT INTO users (email, display_name, password_hash) VALUES ('ivy@example.com', 'Ivy', 'x')",
+        "INSERT INTO users (email, display_name, password_hash) "
+        "VALUES ('ivy@example.com', 'Ivy', 'x')",
     )
     await sql(
         database_url,

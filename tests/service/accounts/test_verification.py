@@ -55,7 +55,7 @@ async def test_welcome_link_verifies_once(app_client: httpx.AsyncClient, smtp: S
     assert (await app_client.post("/verify-email", json={"token": token})).status_code == 204
     assert (await app_client.get("/users/me", headers=auth)).json()["email_verified"] is True
     again = await app_client.post("/verify-email", json={"token": token})
-    assert again.status_code == 400
+    assert again.status_code == 403
     assert again.headers["content-type"] == "application/problem+json"
 
 
@@ -81,7 +81,7 @@ async def test_expired_link_is_refused(
     await _register(app_client, "cy@example.com")
     token = token_in(await next_mail(smtp, "cy@example.com"), "/verify-email")
     await sql(database_url, "UPDATE account_tokens SET expires_at = now() - interval '1 second'")
-    assert (await app_client.post("/verify-email", json={"token": token})).status_code == 400
+    assert (await app_client.post("/verify-email", json={"token": token})).status_code == 403
     rows = await sql(database_url, "SELECT email_verified_at FROM users")
     assert rows[0]["email_verified_at"] is None
 
@@ -96,7 +96,7 @@ async def test_resend_supersedes_and_is_throttled(
     assert resent.status_code == 202
     second = token_in(await next_mail(smtp, "dee@example.com"), "/verify-email")
     assert second != first
-    assert (await app_client.post("/verify-email", json={"token": first})).status_code == 400
+    assert (await app_client.post("/verify-email", json={"token": first})).status_code == 403
     assert (await app_client.post("/verify-email/resend", headers=auth)).status_code == 202
     throttled = await app_client.post("/verify-email/resend", headers=auth)
     assert throttled.status_code == 429
@@ -125,6 +125,6 @@ async def test_unverified_account_may_not_order(
 
 @pytest.mark.parametrize("token", ["", "short", "x" * 43, "A" * 44, "é" * 43])
 async def test_malformed_tokens_are_refused(app_client: httpx.AsyncClient, token: str) -> None:
-    """Tokens of the wrong shape are a 422 or a 400, never a 500."""
+    """Tokens of the wrong shape are a 422 or a 403, never a 500."""
     response = await app_client.post("/verify-email", json={"token": token})
-    assert response.status_code in (400, 422)
+    assert response.status_code in (403, 422)

@@ -25,7 +25,7 @@ from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import Purpose, consume_token, revoke_tokens, token_user
 from loopwise.service.accounts.verification import Accepted, Token
 from loopwise.service.deps import ClientAddress, Hasher, Pool, Sessions, Settings_
-from loopwise.service.exceptions import BadRequest
+from loopwise.service.exceptions import Forbidden
 
 __all__ = ["RESET_ACCEPTED", "router"]
 
@@ -84,7 +84,7 @@ RETURNING email
 @router.post(
     "/password-reset/confirm",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={400: {"description": "The token is unknown, used, expired or superseded."}},
+    responses={403: {"description": "The token is unknown, used, expired or superseded."}},
 )
 async def confirm_reset(
     body: ResetConfirmation,
@@ -99,12 +99,12 @@ async def confirm_reset(
     # Checked before hashing, so a dead token costs one query, not an argon2 hash; the
     # token is used up below, in the transaction that sets the password.
     if await token_user(pool, body.token, Purpose.RESET_PASSWORD) is None:
-        raise BadRequest(invalid)
+        raise Forbidden(invalid)
     new_hash = await passwords.hash(body.password)
     async with pool.acquire() as conn, conn.transaction():
         user_id = await consume_token(conn, body.token, Purpose.RESET_PASSWORD)
         if user_id is None:  # used or superseded meanwhile
-            raise BadRequest(invalid)
+            raise Forbidden(invalid)
         email: str = await conn.fetchval(_STORE_NEW_HASH, user_id, new_hash)
         await revoke_all_sessions(conn, user_id)
         await revoke_tokens(conn, user_id, Purpose.RESET_PASSWORD)

@@ -17,7 +17,7 @@ from loopwise.service.accounts.email_throttle import EmailThrottle
 from loopwise.service.accounts.emails import enqueue_verify_email
 from loopwise.service.accounts.tokens import Purpose, consume_token
 from loopwise.service.deps import CurrentUser, Pool, Sessions, Settings_
-from loopwise.service.exceptions import BadRequest, Conflict
+from loopwise.service.exceptions import Conflict, Forbidden
 
 __all__ = ["Accepted", "OneTimeToken", "Token", "router"]
 
@@ -49,14 +49,18 @@ WHERE id = $1
 @router.post(
     "/verify-email",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={400: {"description": "The token is unknown, used, expired or superseded."}},
+    responses={403: {"description": "The token is unknown, used, expired or superseded."}},
 )
 async def verify_email(body: OneTimeToken, pool: Pool, sessions: Sessions) -> Response:
-    """Mark the address the token was mailed to as verified (the token is used up)."""
+    """Mark the address the token was mailed to as verified (the token is used up).
+
+    A well-formed token that is not live is 403, not 400: the request is valid, the
+    server refuses what it asks (RFC 9110 section 15.5.4).
+    """
     async with pool.acquire() as conn, conn.transaction():
         user_id = await consume_token(conn, body.token, Purpose.VERIFY_EMAIL)
         if user_id is None:
-            raise BadRequest("The verification link is invalid, used or expired.")
+            raise Forbidden("The verification link is invalid, used or expired.")
         await conn.execute(_VERIFY, user_id)
     # Read your own writes here at once; the trigger tells the other processes.
     sessions.forget_user(user_id)
