@@ -2,9 +2,9 @@
 
 Answers are counted by status: a 503 is load shed on purpose (admission control,
 README "Overload") and is reported apart from failures (other statuses, socket errors,
-timeouts), and the work done is the 2xx/3xx rate, not wrk's count of answers.
+timeouts), and the work done is the 2xx/3xx rate, not the generator's count of answers.
 
-While wrk holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
+While the load generator holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
 timeout: a service that queues without bound (or deadlocks) stops answering it. After
 the last step a light constant-rate run checks that the service recovered at once.
 """
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan, run_closed, run_paced
+from loopwise_bench.generators import LoadGenerator, run_closed, run_paced
+from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan
 
 __all__ = ["HealthProbe", "OverloadResult", "OverloadStep", "run_overload"]
 
@@ -92,7 +93,7 @@ class HealthProbe:
 
 
 def run_overload(
-    wrk: str,
+    generator: LoadGenerator,
     base_url: str,
     scenario: str,
     plan: RequestPlan,
@@ -110,7 +111,7 @@ def run_overload(
         progress(f"overload {scenario}: {connections} connections")
         with HealthProbe(base_url + "/healthz") as probe:
             load = run_closed(
-                wrk,
+                generator,
                 base_url,
                 plan,
                 connections=connections,
@@ -128,7 +129,7 @@ def run_overload(
         )
     progress(f"overload {scenario}: recovery at {recovery_rate:,.0f} req/s")
     recovery = run_paced(
-        wrk,
+        generator,
         base_url,
         plan,
         rate=recovery_rate,

@@ -43,7 +43,7 @@ def worker(
         settings = settings.model_copy(update={"jobs_concurrency": concurrency})
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
-            apply_migrations(dsn)
+            apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         asyncio.run(run_worker_process(settings, dsn, account_job_handlers))
 
 

@@ -75,6 +75,6 @@ def with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awa
 
     with database(settings) as dsn:
         try:
-            return asyncio.run(run(dsn))
+            return asyncio.run(run(settings.direct_dsn(dsn)))  # session-level: not pooled
         except OSError as exc:
             fail(f"cannot reach PostgreSQL: {exc}", status=1)

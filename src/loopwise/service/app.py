@@ -24,6 +24,7 @@ from loopwise.service.db import Database
 from loopwise.service.http import health
 from loopwise.service.http import metrics as metrics_routes
 from loopwise.service.http.admission import Admission, AdmissionControl
+from loopwise.service.http.drain import Drain
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.problems import document_problems, install_problem_handlers
@@ -43,14 +44,22 @@ class MissingDatabaseUrl(RuntimeError):
     """The app was built without a database URL; the CLI provides one in embedded mode."""
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``, which must name a database by URL."""
+def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
+    """Build the app for ``settings``, which must name a database by URL.
+
+    Args:
+        settings: validated settings; ``database_url`` must be set.
+        handle_sigterm: make SIGTERM start a drain (``service/http/drain.py``); for server
+            workers only, whose lifespan runs on the loop granian serves from.
+    """
     if settings.database_url is None:
         raise MissingDatabaseUrl(
             "create_app needs settings.database_url; `loopwise serve` starts an embedded "
             "PostgreSQL and sets it"
         )
     dsn = str(settings.database_url)
+    # LISTEN needs a session of its own: behind a transaction pooler, the direct URL.
+    listen_dsn = settings.direct_dsn(dsn)
     # Built with the app, not in the lifespan: the middleware below observes into it.
     metrics = Metrics()
     gate = Admission(
@@ -59,9 +68,13 @@ def create_app(settings: Settings) -> FastAPI:
         wait=settings.admission_wait,
     )
 
+    drain = Drain(delay=settings.drain_delay)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            if handle_sigterm:
+                await stack.enter_async_context(drain.handling_sigterm())
             blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track_database(db)
@@ -74,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.track_pool(passwords.pool)
             sessions = await stack.enter_async_context(
                 SessionCache(
-                    dsn, ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+                    listen_dsn,
+                    ttl=settings.session_cache_ttl,
+                    max_entries=settings.session_cache_size,
                 )
             )
             metrics.track_session_cache(sessions.stats)
@@ -90,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
                     Worker.from_settings(
-                        settings, db.pool, account_job_handlers(settings, db.pool), dsn
+                        settings, db.pool, account_job_handlers(settings, db.pool), listen_dsn
                     )
                 )
                 metrics.track_job_worker(worker.stats)
@@ -101,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
+                drain=drain,
                 db=db,
                 schema_revision=revision,
                 blocking=blocking,
@@ -200,4 +216,4 @@ def create_app_from_env() -> FastAPI:
     """Factory for server workers: settings come from the environment the CLI prepared."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    return create_app(settings, handle_sigterm=True)

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     # Where the data lives. No URL means an embedded PostgreSQL under `data_dir`.
     database_url: str | None = None
+    # Behind a transaction-pooling PgBouncer (docs/operations/cluster.md, "PgBouncer"):
+    # set this to a URL that reaches PostgreSQL itself. LISTEN (session cache, job
+    # wake-ups) and migrations use it, and queries on the pooled URL then run without
+    # cached prepared statements or per-connection settings. Unset: no pooler in between.
+    database_direct_url: str | None = None
     data_dir: Path = Path(".loopwise")
     migrate_on_start: bool | None = Field(
         default=None,
@@ -65,6 +70,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
+    # Rolling deploys (docs/operations/cluster.md, "Drain"): seconds after SIGTERM during
+    # which /readyz answers 503 while every other request is served, so a load balancer
+    # takes the instance out of rotation before it stops accepting. 5 s covers HAProxy's
+    # `inter 1s fall 2` with margin and a Kubernetes readiness probe every 2 s; 0 stops at once.
+    drain_delay: float = Field(default=5.0, ge=0, le=600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Overload (README "Overload"): requests in flight per process; the excess is answered
     # 503 with Retry-After at once instead of queueing. Connections each worker holds open
@@ -166,7 +176,7 @@ class Settings(BaseSettings):
     jobs_prune_after: float = Field(default=7 * 86400.0, gt=0, le=365 * 86400.0)
     jobs_prune_every: PositiveSeconds = 3600.0
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         # Not pydantic's PostgresDsn: it refuses a Unix-socket URL (empty host, ?host=/dir),
@@ -206,6 +216,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _direct_url_needs_a_pooled_one(self) -> Settings:
+        if self.database_direct_url is not None and self.database_url is None:
+            raise ValueError("database_direct_url needs database_url (the pooled URL) too")
+        return self
+
+    @model_validator(mode="after")
     def _jobs_rules(self) -> Settings:
         if self.jobs_backoff_base > self.jobs_backoff_max:
             raise ValueError("jobs_backoff_base must not exceed jobs_backoff_max")
@@ -217,6 +233,15 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no database URL is set and loopwise runs its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def pooled(self) -> bool:
+        """True when the database URL goes through a transaction pooler (a direct URL is set)."""
+        return self.database_direct_url is not None
+
+    def direct_dsn(self, dsn: str) -> str:
+        """Where LISTEN and migrations connect: the direct URL, else ``dsn`` itself."""
+        return self.database_direct_url or dsn
 
     @property
     def password_hash_threads(self) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
 
@@ -73,7 +74,7 @@ async def login(
     # The cost parameters were raised since this hash was made: upgrade it now, the only
     # moment the plain password is at hand (and before holding a connection).
     new_hash = await passwords.hash(body.password) if passwords.needs_rehash(stored) else None
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         await throttle.clear_account(conn)
         if new_hash is not None:
             await conn.execute(

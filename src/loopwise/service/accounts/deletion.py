@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopwise.service.accounts.email_throttle import forget_keys
 from loopwise.service.accounts.emails import enqueue_account_deleted
 from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Forbidden, Unauthenticated
 
@@ -76,7 +77,7 @@ async def delete_me(
         await throttle.record_failure(pool)
         raise Forbidden("password is wrong.")
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with transaction(pool) as conn:
             row = await conn.fetchrow(_DELETE_USER, caller.id)
             if row is None:  # a concurrent deletion won
                 raise Unauthenticated("The account no longer exists.")

@@ -24,6 +24,7 @@ from loopwise.service.accounts.sessions import revoke_all_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import Purpose, consume_token, revoke_tokens, token_user
 from loopwise.service.accounts.verification import Accepted, Token
+from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Forbidden
 
@@ -101,7 +102,7 @@ async def confirm_reset(
     if await token_user(pool, body.token, Purpose.RESET_PASSWORD) is None:
         raise Forbidden(invalid)
     new_hash = await passwords.hash(body.password)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         user_id = await consume_token(conn, body.token, Purpose.RESET_PASSWORD)
         if user_id is None:  # used or superseded meanwhile
             raise Forbidden(invalid)

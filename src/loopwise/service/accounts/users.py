@@ -18,7 +18,7 @@ from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import Purpose, revoke_tokens
-from loopwise.service.db import Connection
+from loopwise.service.db import Connection, transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden, NotFound, Unauthenticated
 from loopwise.service.jobs.welcome import enqueue_welcome_email
@@ -125,7 +125,7 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     address (``POST /verify-email``).
     """
     password_hash = await passwords.hash(body.password)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         user = await create_user(conn, body.email, body.display_name, password_hash)
         await enqueue_welcome_email(
             conn,
@@ -218,7 +218,7 @@ async def _change_password(
         await throttle.record_failure(pool)
         raise Forbidden("current_password is wrong.")
     new_hash = await passwords.hash(new)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         # `password_hash = $3`: a concurrent change since we verified wins, not this one.
         changed = await conn.execute(_UPDATE_HASH, caller.id, new_hash, stored)
         if changed != "UPDATE 1":

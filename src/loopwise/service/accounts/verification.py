@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopwise.service.accounts.email_throttle import EmailThrottle
 from loopwise.service.accounts.emails import enqueue_verify_email
 from loopwise.service.accounts.tokens import Purpose, consume_token
+from loopwise.service.db import transaction
 from loopwise.service.deps import CurrentUser, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden
 
@@ -57,7 +58,7 @@ async def verify_email(body: OneTimeToken, pool: Pool, sessions: Sessions) -> Re
     A well-formed token that is not live is 403, not 400: the request is valid, the
     server refuses what it asks (RFC 9110 section 15.5.4).
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         user_id = await consume_token(conn, body.token, Purpose.VERIFY_EMAIL)
         if user_id is None:
             raise Forbidden("The verification link is invalid, used or expired.")

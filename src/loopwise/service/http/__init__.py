@@ -5,6 +5,7 @@
     proxies         the client address behind trusted reverse proxies
     problems        every error as RFC 9457 problem+json, in one handler
     health          GET /healthz and GET /readyz
+    drain           on SIGTERM, /readyz fails for a while before the server stops
     metrics         GET /metrics, from a registry the app owns
     metric_sources  the gauges and counters read from the app's parts at scrape time
 

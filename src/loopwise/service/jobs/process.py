@@ -41,7 +41,9 @@ async def run_worker_process(settings: Settings, dsn: str, handlers: HandlerFact
     try:
         async with (
             Database.from_settings(settings, dsn) as db,
-            Worker.from_settings(settings, db.pool, handlers(settings, db.pool), dsn),
+            Worker.from_settings(
+                settings, db.pool, handlers(settings, db.pool), settings.direct_dsn(dsn)
+            ),
         ):
             await stop.wait()
             _log.info("worker_stopping")
