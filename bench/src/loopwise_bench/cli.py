@@ -17,7 +17,7 @@ import typer
 from loopwise.cli.startup import fail, validated_settings
 from loopwise.service.logs import configure_logging, get_logger
 
-__all__ = ["app", "bench", "downstream_sim", "main"]
+__all__ = ["app", "bench", "downstream_sim", "lifecycle", "main"]
 
 _log = get_logger("loopwise_bench.cli")
 
@@ -138,6 +138,44 @@ def downstream_sim(
     serve_with_granian(target, load_settings(), host=host, port=port, workers=1)
 
 
+def lifecycle(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    backlog: Annotated[int, typer.Option(min=1, help="Welcome emails queued ahead.")] = 10_000,
+    smtp_delay_ms: Annotated[
+        float, typer.Option(min=0, help="The sink's time per message.")
+    ] = 10.0,
+    rounds: Annotated[int, typer.Option(min=10, max=900, help="Reset requests per kind.")] = 900,
+) -> None:
+    """Reset-email latency behind a welcome backlog; reset timing, known vs unknown."""
+    import asyncio
+
+    from loopwise_bench.database import bench_database
+    from loopwise_bench.lifecycle import TimingComparison, measure_reset_latency, measure_timing
+
+    settings = validated_settings()
+    with bench_database(database_url, settings.data_dir) as dsn:
+        latency = asyncio.run(
+            measure_reset_latency(
+                dsn, settings.data_dir, backlog=backlog, smtp_delay=smtp_delay_ms / 1000
+            )
+        )
+    typer.echo(
+        f"reset email behind {latency.backlog:,} welcome emails (worker concurrency "
+        f"{latency.concurrency}, SMTP {smtp_delay_ms:g} ms/message): "
+        f"{latency.latency * 1000:.0f} ms from enqueue to delivery; "
+        f"{latency.welcome_sent_before} welcome emails sent meanwhile, "
+        f"{latency.welcome_still_queued:,} still queued"
+    )
+    with bench_database(database_url, settings.data_dir) as dsn:
+        timing = asyncio.run(measure_timing(dsn, settings.data_dir, rounds=rounds))
+    typer.echo(f"POST /password-reset, {timing.rounds} rounds, alternating:")
+    typer.echo(f"  known address:   {TimingComparison.summary(timing.known)}")
+    typer.echo(f"  unknown address: {TimingComparison.summary(timing.unknown)}")
+
+
 app = typer.Typer(
     name="loopwise-bench",
     help="The benchmark lab: load against loopwise and its baselines, and a fake downstream.",
@@ -147,6 +185,7 @@ app = typer.Typer(
 )
 app.command("run")(bench)
 app.command("downstream-sim")(downstream_sim)
+app.command("lifecycle")(lifecycle)
 
 
 def main() -> None:

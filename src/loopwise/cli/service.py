@@ -35,11 +35,24 @@ def serve() -> None:
             apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
+        if "public_url" not in settings.model_fields_set:
+            # Links in emails then point at this server as configured (never at a
+            # request's Host header); production sets LOOPWISE_PUBLIC_URL.
+            os.environ["LOOPWISE_PUBLIC_URL"] = _own_url(settings)
         if settings.workers > 1:
             _share_metrics(settings)
         _raise_open_files(settings.max_connections)
         _log.info("serving", host=settings.host, port=settings.port, workers=settings.workers)
         serve_with_granian("loopwise.service.app:create_app_from_env", settings)
+
+
+def _own_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _raise_open_files(connections: int) -> None:

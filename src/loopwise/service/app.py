@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 
 from loopwise.patterns import BlockingPool, LoopWatchdog
 from loopwise.service.accounts.downstreams import Downstreams
+from loopwise.service.accounts.emails import account_job_handlers
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
@@ -29,7 +30,7 @@ from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.openapi import DESCRIPTION, document_api
 from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
-from loopwise.service.jobs import QueueDepth, Worker, job_handlers
+from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision
 from loopwise.service.settings import Settings, load_settings
@@ -102,7 +103,9 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
-                    Worker.from_settings(settings, db.pool, job_handlers(settings), listen_dsn)
+                    Worker.from_settings(
+                        settings, db.pool, account_job_handlers(settings, db.pool), listen_dsn
+                    )
                 )
                 metrics.track("jobs", worker)
             metrics.track("http_requests", gate)

@@ -21,7 +21,7 @@ from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.accounts.sessions import Caller
 from loopwise.service.db import Database
-from loopwise.service.exceptions import Unauthenticated
+from loopwise.service.exceptions import Forbidden, Unauthenticated
 from loopwise.service.settings import Settings
 from loopwise.service.state import lifespan_state
 
@@ -35,6 +35,7 @@ __all__ = [
     "Sessions",
     "Settings_",
     "Timezones",
+    "VerifiedUser",
 ]
 
 
@@ -107,3 +108,15 @@ ClientAddress = Annotated[str, Depends(_client_address)]
 CurrentUser = Annotated[Caller, Depends(_SessionBearer())]
 Sessions = Annotated[SessionCache, Depends(_sessions)]  # sessions.forget_session(hash) ...
 Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]
+
+
+async def _verified_user(caller: CurrentUser) -> Caller:
+    # The rule (docs/operations/accounts.md): an unverified account may sign in, read and
+    # change its profile and preferences, verify, reset its password and delete itself;
+    # what has consequences beyond the account (placing orders) waits for a proven address.
+    if not caller.email_verified:
+        raise Forbidden("Verify your email address first: see POST /verify-email.")
+    return caller
+
+
+VerifiedUser = Annotated[Caller, Depends(_verified_user)]  # the caller, address proven

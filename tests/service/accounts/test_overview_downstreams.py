@@ -13,6 +13,7 @@ from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
 from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.servers import closed_port, serve_asgi
+from tests.service.accounts.conftest import mark_verified
 
 PASSWORD = "correct horse battery"
 
@@ -27,7 +28,10 @@ async def overview_client(
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             body = {"email": "ada@example.com", "password": PASSWORD, "display_name": "Ada"}
-            assert (await client.post("/register", json=body)).status_code == 201
+            registered = await client.post("/register", json=body)
+            assert registered.status_code == 201
+            assert settings.database_url is not None
+            await mark_verified(settings.database_url, registered.json()["id"])
             login = await client.post("/login", json={"email": body["email"], "password": PASSWORD})
             client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
             for sku in ("tea", "cup"):

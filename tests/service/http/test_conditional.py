@@ -88,7 +88,8 @@ def test_required_precondition() -> None:
     with pytest.raises(PreconditionRequired):
         Precondition.of(_headers(if_unmodified_since="yesterday"), "p", 1, required=True)
     optional = Precondition.of(_headers(), "p", 1, required=False)
-    assert optional.versions is None and optional.unmodified_since is None
+    assert optional.versions is None
+    assert optional.unmodified_since is None
 
 
 def test_failure_names_the_current_tag() -> None:
