@@ -58,3 +58,9 @@ _.expired  # Deadline.expired
 _.balance  # RetryBudgetStats
 _.stalled  # LagStats
 _.__class__  # cancel_safe: swaps httpcore's pool class on purpose
+
+# accounts.operators.UserState: `loopwise users show` prints every field (dataclasses.fields).
+_.email_verified_at
+_.live_sessions
+_.failed_logins
+_.pending_jobs
