@@ -21,6 +21,7 @@ from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.admission import Admission, AdmissionControl
+from loopwise.service.api_docs import install_api_docs
 from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
@@ -30,6 +31,7 @@ from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
 from loopwise.service.problems import document_problems, install_problem_handlers
 from loopwise.service.proxies import TrustedProxies
+from loopwise.service.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
 
@@ -124,20 +126,29 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry=None
         if settings.otel_enabled
         else {"tracing": False, "metrics": False, "logs": False},
+        # Served from this process's own assets (api_docs.py), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette built the trailing-slash redirect's Location from the Host header, so
+        # `Host: evil.example` sent clients elsewhere; one URL per resource, no redirect.
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
+    install_api_docs(app)
     document_problems(app)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
         _add_routes(app, metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)  # inside the access log, which then says "HEAD"
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxies, networks=settings.trusted_proxies)
     app.add_middleware(
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
-    app.add_middleware(AdmissionControl, gate=gate)  # outermost: sheds before anything runs
+    app.add_middleware(AdmissionControl, gate=gate)  # sheds before anything of the app runs
+    app.add_middleware(SecurityHeaders)  # outermost: the gate's own 503 carries them too
     return app
 
 
