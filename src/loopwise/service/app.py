@@ -31,6 +31,7 @@ from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
 from loopwise.service.problems import document_problems, install_problem_handlers
 from loopwise.service.proxies import TrustedProxies
+from loopwise.service.redaction import secrets_of
 from loopwise.service.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
@@ -207,5 +208,5 @@ async def _open_off_loop(
 def create_app_from_env() -> FastAPI:
     """Factory for server workers: settings come from the environment the CLI prepared."""
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets_of(settings))
     return create_app(settings)
