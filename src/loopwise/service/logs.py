@@ -16,6 +16,7 @@ from typing import Any, Literal, TextIO, cast
 import structlog
 
 from loopwise.service.logwriter import LineWriter
+from loopwise.service.outages import QuietOutages
 from loopwise.service.redaction import Redactor
 
 __all__ = ["configure_logging", "get_logger"]
@@ -84,6 +85,10 @@ def configure_logging(
     # These narrate every step at INFO; an operator needs their warnings only.
     for chatty in ("alembic", "pgserver"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # A database outage is one fact, not a traceback per reconnect attempt (outages.py).
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, QuietOutages) for f in pool_log.filters):
+        pool_log.addFilter(QuietOutages())
 
 
 def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
