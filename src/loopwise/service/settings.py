@@ -105,9 +105,12 @@ class Settings(BaseSettings):
     # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
     password_hash_deadline: PositiveSeconds = 10.0
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
-    # Login throttling: failures per fixed window, per account and per client address.
+    # Login throttling (accounts/throttle.py): failures per fixed window, per account and
+    # client (tight, binds that client only), per account from everywhere (loose, so a
+    # stranger cannot lock the owner out with a few guesses), per client address.
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)
-    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_client: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_account: int = Field(default=100, ge=1, le=100_000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
     # (README "Sessions in memory"); a TTL of 0 turns the cache off.
@@ -139,6 +142,10 @@ class Settings(BaseSettings):
     smtp_from: str = "loopwise <no-reply@loopwise.invalid>"
     smtp_connect_timeout: PositiveSeconds = 10.0
     smtp_send_timeout: PositiveSeconds = 30.0
+    # The relay offers SMTPUTF8 (RFC 6531): addresses whose local part is not ASCII
+    # (josé@, 用户@) may register, and are sent with SMTPUTF8. Off, they are refused at
+    # registration, since no mail could reach them (accounts/emails.py).
+    smtp_utf8: bool = False
 
     # Background jobs (the durable queue in PostgreSQL).
     jobs_in_process: bool = Field(

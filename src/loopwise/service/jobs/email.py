@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
+import idna
 
 from loopwise.patterns.deadlines import deadline
 from loopwise.service.settings import Settings
@@ -98,6 +99,10 @@ class SmtpMailer:
                     if all(r.code >= 500 for r in exc.recipients):
                         raise RecipientRefused(str(exc)) from exc
                     raise
+                except aiosmtplib.SMTPNotSupported as exc:
+                    # A non-ASCII local part needs SMTPUTF8 (RFC 6531), and this server
+                    # does not offer it: no retry can change that.
+                    raise RecipientRefused(str(exc)) from exc
                 await smtp.quit()
         finally:
             # After a failed or abandoned exchange the connection is in an unknown state.
@@ -170,16 +175,42 @@ def welcome_message(*, to: str, name: str, sender: str, message_id: str) -> Emai
     """
     # Header values must stay on one line; a name never needs control characters.
     one_line = " ".join(name.split())
+    to = _ascii_domain(to)
     message = EmailMessage()
     message["Subject"] = f"Welcome to loopwise, {one_line}"
     message["From"] = sender
-    message["To"] = Address(display_name=one_line, addr_spec=to)
+    message["To"] = _recipient(one_line, to)
     message["Message-ID"] = message_id
     message.set_content(_TEXT.format(name=one_line, email=to))
     message.add_alternative(
         _HTML.format(name=html.escape(one_line), email=html.escape(to)), subtype="html"
     )
     return message
+
+
+def _recipient(name: str, address: str) -> Address:
+    """The To header's mailbox. The standard library parses an ``addr_spec`` as RFC 5322's
+    ASCII grammar and rejects a UTF-8 local part (``NonASCIILocalPartDefect``), which RFC
+    6532 allows; such a part is checked for specials and passed as ``username``."""
+    local, _, domain = address.rpartition("@")
+    if local.isascii():
+        return Address(display_name=name, addr_spec=address)
+    if any(ch in local for ch in ' ,<>()[]\\;:@"') or any(ch.isspace() for ch in local):
+        raise ValueError(f"invalid addr_spec; only one plain mailbox is allowed: {address!r}")
+    Address(addr_spec=f"x@{domain}")  # the domain as the standard library checks it
+    return Address(display_name=name, username=local, domain=domain)
+
+
+def _ascii_domain(address: str) -> str:
+    """``address`` with its domain as IDNA A-labels: deliverable without SMTPUTF8 whenever
+    the local part is ASCII (RFC 5890); a non-ASCII local part still needs SMTPUTF8."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        raise ValueError(f"{domain!r} is not a valid internationalised domain") from None
 
 
 def sender_domain(sender: str) -> str:
