@@ -63,7 +63,9 @@ class PrivatePostgres:
             raise RuntimeError(f"{tool} {' '.join(args)} failed:\n{out.decode()}")
 
     async def init(self) -> None:
-        await self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8")
+        await self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8"
+        )
 
     async def start(self) -> None:
         options = (
@@ -71,7 +73,15 @@ class PrivatePostgres:
             "-c fsync=off -c max_connections=50"
         )
         await self._run(
-            "pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options
+            "pg_ctl",
+            "start",
+            "-w",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
         )
 
     async def stop(self, mode: str = "fast") -> None:

@@ -18,7 +18,7 @@ from blockbuster import BlockBuster, BlockingError
 
 from loopwise.service.app import create_app
 from loopwise.service.settings import InvalidSettings, Settings, load_settings
-from tests.test_metrics import value
+from tests.service.http.test_metrics import value
 
 
 async def test_blocking_detector_is_active() -> None:

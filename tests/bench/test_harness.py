@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockBuster
 
-import loopwise.bench
-from loopwise.bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
-from loopwise.bench.loadgen import Request, RequestPlan, find_wrk, percentiles
-from loopwise.bench.memory import Sample
-from loopwise.bench.scenarios import SERVERS
-from loopwise.bench.servers import ServerProcess
-from loopwise.bench.soak import FLAT_GROWTH, _per_process, run_soak
+import loopwise_bench
 from loopwise.service.migrate import expected_revision
+from loopwise_bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+from loopwise_bench.loadgen import Request, RequestPlan, find_wrk, percentiles
+from loopwise_bench.memory import Sample
+from loopwise_bench.scenarios import SERVERS
+from loopwise_bench.servers import ServerProcess
+from loopwise_bench.soak import FLAT_GROWTH, _per_process, run_soak
 
 
 def test_quick_run_measures_baselines_and_writes_the_report(
@@ -95,7 +95,7 @@ def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(LoadGeneratorMissing, match="apt-get install wrk"):
         find_wrk()
     # The real command in a process of its own (it configures logging process-wide).
-    command = [sys.executable, "-c", "from loopwise.cli import main; main()", "bench", "--quick"]
+    command = [sys.executable, "-m", "loopwise_bench", "run", "--quick"]
     env = {**os.environ, "PATH": str(tmp_path), "LOOPWISE_DATABASE_URL": "postgresql:///unused"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603 -- our own interpreter
     assert done.returncode == 2
@@ -121,7 +121,7 @@ def test_request_lines_refuse_what_would_break_the_file() -> None:
 
 def test_public_names() -> None:
     """The bench package exports exactly its documented entry points."""
-    assert loopwise.bench.__all__ == [
+    assert loopwise_bench.__all__ == [
         "BenchConfig",
         "BenchReport",
         "LoadGeneratorMissing",

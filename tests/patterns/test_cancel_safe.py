@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from loopwise.patterns import CancelSafeTransport
-from loopwise.sim import SimConfig, SimState, create_sim_app
+from loopwise_bench.sim import SimConfig, SimState, create_sim_app
 from tests.servers import serve_asgi
 
 

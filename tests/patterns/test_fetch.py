@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 
 from loopwise.patterns import CircuitBreaker, Downstream, Outcome, fetch_all, stream_all
-from loopwise.sim import SimConfig, create_sim_app
+from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.servers import serve_asgi
 
 Stream = AbstractAsyncContextManager[AsyncIterator[Outcome[int, int]]]

@@ -20,7 +20,7 @@ from loopwise.patterns import (
     LimitTimeout,
     deadline,
 )
-from loopwise.sim import SimConfig, SimState, create_sim_app
+from loopwise_bench.sim import SimConfig, SimState, create_sim_app
 from tests.servers import closed_port, serve_asgi
 
 

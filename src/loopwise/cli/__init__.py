@@ -9,7 +9,6 @@ from __future__ import annotations
 import typer
 
 from loopwise.cli.jobs import jobs_app, worker
-from loopwise.cli.measure import bench, downstream_sim
 from loopwise.cli.service import migrate, serve
 
 __all__ = ["app", "main"]
@@ -23,8 +22,6 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.command()(migrate)
-app.command()(bench)
-app.command("downstream-sim")(downstream_sim)
 app.command()(worker)
 app.add_typer(jobs_app, name="jobs")
 

@@ -14,25 +14,25 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
-from loopwise.service import health
-from loopwise.service import metrics as metrics_routes
+from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
-from loopwise.service.admission import Admission, AdmissionControl
-from loopwise.service.api_docs import install_api_docs
 from loopwise.service.db import Database
-from loopwise.service.downstreams import Downstreams
+from loopwise.service.http import health
+from loopwise.service.http import metrics as metrics_routes
+from loopwise.service.http.admission import Admission, AdmissionControl
+from loopwise.service.http.api_docs import install_api_docs
+from loopwise.service.http.metrics import Metrics
+from loopwise.service.http.middleware import BodySizeLimit, RequestLog
+from loopwise.service.http.problems import document_problems, install_problem_handlers
+from loopwise.service.http.proxies import TrustedProxies
+from loopwise.service.http.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
-from loopwise.service.metrics import Metrics
-from loopwise.service.middleware import BodySizeLimit, RequestLog
 from loopwise.service.migrate import expected_revision
-from loopwise.service.problems import document_problems, install_problem_handlers
-from loopwise.service.proxies import TrustedProxies
 from loopwise.service.redaction import secrets_of
-from loopwise.service.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
 

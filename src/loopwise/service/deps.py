@@ -17,11 +17,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from loopwise.patterns import BlockingPool, CpuPool
+from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.accounts.sessions import Caller
 from loopwise.service.db import Database
-from loopwise.service.downstreams import Downstreams
 from loopwise.service.exceptions import Unauthenticated
 from loopwise.service.settings import Settings
 

@@ -62,7 +62,10 @@ class OutageLog:
         held = self.admit(exc)
         if held is not None:
             log.warning(
-                "database_unavailable", kind=type(exc).__name__, reason=_reason(exc), suppressed=held
+                "database_unavailable",
+                kind=type(exc).__name__,
+                reason=_reason(exc),
+                suppressed=held,
             )
 
 

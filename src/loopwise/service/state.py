@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TypedDict
 
 from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
+from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
-from loopwise.service.downstreams import Downstreams
+from loopwise.service.http.metrics import Metrics
 from loopwise.service.jobs import BackgroundWork, Worker
-from loopwise.service.metrics import Metrics
 from loopwise.service.settings import Settings
 
 __all__ = ["AppState"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -49,7 +50,10 @@ async def test_rfc5321_lengths_in_octets(utf8_client: httpx.AsyncClient) -> None
 
 async def test_unicode_case_never_merges_mailboxes(utf8_client: httpx.AsyncClient) -> None:
     """KELVIN SIGN and dotted İ addresses are distinct accounts; no login crosses them."""
-    pairs = [("\u212aelvin@example.com", "kelvin@example.com"), ("İstanbul@x.example", "istanbul@x.example")]
+    pairs = [
+        ("\u212aelvin@example.com", "kelvin@example.com"),
+        ("İstanbul@x.example", "istanbul@x.example"),
+    ]
     for unusual, plain in pairs:
         assert (await _register(utf8_client, unusual)).status_code == 201
         assert (await _register(utf8_client, plain)).status_code == 201
@@ -68,7 +72,9 @@ async def test_domain_is_one_whatever_its_case_or_encoding(client: httpx.AsyncCl
     assert (await _register(client, "ada@bücher.example")).status_code == 201
     assert (await _register(client, "ada@BÜCHER.EXAMPLE")).status_code == 409
     assert (await _register(client, "ada@xn--bcher-kva.example")).status_code == 409
-    login = await client.post("/login", json={"email": "ada@XN--BCHER-KVA.example", "password": PASSWORD})
+    login = await client.post(
+        "/login", json={"email": "ada@XN--BCHER-KVA.example", "password": PASSWORD}
+    )
     assert login.status_code == 200
     # ASCII letters of the local part are folded too (RFC 5321 section 2.4).
     assert (await _register(client, "ADA@bücher.example")).status_code == 409
@@ -90,7 +96,9 @@ async def test_display_names_refuse_invisible_and_control_characters(
     client: httpx.AsyncClient,
 ) -> None:
     """Zero-width space, right-to-left override and other Cc/Cf characters are 422."""
-    for n, name in enumerate(["Ada\u200bLovelace", "\u202eecalevoL", "Ada\x00", "A\u2028B", "A\ufeff"]):
+    for n, name in enumerate(
+        ["Ada\u200bLovelace", "\u202eecalevoL", "Ada\x00", "A\u2028B", "A\ufeff"]
+    ):
         assert (await _register(client, f"n{n}@example.com", name)).status_code == 422, name
     assert (await _register(client, "ok@example.com", "Zoë 鍵 O'Brien-Smith")).status_code == 201
 
@@ -103,8 +111,6 @@ async def database_at_0004(pg_admin_dsn: str) -> AsyncIterator[str]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         dsn = with_database(pg_admin_dsn, name)
-        import asyncio
-
         await asyncio.to_thread(command.upgrade, _config(dsn), "0004")
         yield dsn
     finally:
@@ -126,9 +132,9 @@ async def _insert(dsn: str, *emails: str) -> None:
 
 async def test_migration_keys_existing_rows(database_at_0004: str) -> None:
     """0005 gives every existing row its identity key, and the old lower() index is gone."""
-    import asyncio
-
-    await _insert(database_at_0004, "Ada@Example.COM", "zoë@BÜCHER.example", "\u212aelvin@x.example")
+    await _insert(
+        database_at_0004, "Ada@Example.COM", "zoë@BÜCHER.example", "\u212aelvin@x.example"
+    )
     await asyncio.to_thread(command.upgrade, _config(database_at_0004), "0005")
     conn = await asyncpg.connect(database_at_0004)
     try:
@@ -136,19 +142,18 @@ async def test_migration_keys_existing_rows(database_at_0004: str) -> None:
         assert keys == ["ada@example.com", "zoë@xn--bcher-kva.example", "\u212aelvin@x.example"]
         # Now kelvin@ is its own mailbox; the trigger keys a row inserted by plain SQL.
         await conn.execute(
-            "INSERT INTO users (email, display_name, password_hash) VALUES ('kelvin@X.example', 'n', 'h')"
+            "INSERT INTO users (email, display_name, password_hash)"
+            " VALUES ('kelvin@X.example', 'n', 'h')"
         )
-        assert await conn.fetchval("SELECT email_key FROM users WHERE email = 'kelvin@X.example'") == (
-            "kelvin@x.example"
-        )
+        assert await conn.fetchval(
+            "SELECT email_key FROM users WHERE email = 'kelvin@X.example'"
+        ) == ("kelvin@x.example")
     finally:
         await conn.close()
 
 
 async def test_migration_stops_on_rows_the_new_rule_makes_one(database_at_0004: str) -> None:
     """Two rows that are one mailbox only under IDNA: 0005 stops and names both ids."""
-    import asyncio
-
     await _insert(database_at_0004, "ada@bücher.example", "ada@xn--bcher-kva.example")
     with pytest.raises(RuntimeError, match="users 1 and 2 are one mailbox"):
         await asyncio.to_thread(command.upgrade, _config(database_at_0004), "0005")

@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 
 from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
-from loopwise.sim import SimConfig, create_sim_app
+from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.servers import closed_port, serve_asgi
 
 PASSWORD = "correct horse battery"

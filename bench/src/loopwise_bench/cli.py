@@ -1,0 +1,154 @@
+"""``loopwise-bench run`` and ``loopwise-bench downstream-sim``: measure the service.
+
+The benchmark drives load at loopwise and its baselines; the downstream simulator is the
+unreliable loyalty and shipment API that the benchmark (or you, by hand) points it at.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loopwise.cli.startup import fail, validated_settings
+from loopwise.service.logs import configure_logging, get_logger
+
+__all__ = ["app", "bench", "downstream_sim", "main"]
+
+_log = get_logger("loopwise_bench.cli")
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Seconds per scenario: a smoke test.")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the report is written.")] = Path("bench/results"),
+    workers: Annotated[
+        int, typer.Option(min=0, help="Server worker processes; 0: one per core.")
+    ] = 0,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", "-s", help="Run only these scenarios (repeatable)."),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(min=0, help="Seconds per measurement; 0: the preset's.")
+    ] = 0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
+    ] = 0,
+) -> None:
+    """Benchmark loopwise against bare baselines and the seed's naive version.
+
+    Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
+    outbound fan-out), seeds 10K users and 100K orders, drives load with wrk, stops it
+    all, and writes report.json, report.md and PNG charts into --out.
+    """
+    from loopwise_bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
+
+    settings = validated_settings()
+    # The harness's own readiness polls would log every request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    preset = BenchConfig.quick if quick else BenchConfig.full
+    overrides: dict[str, object] = {
+        "database_url": database_url or settings.database_url,
+        "data_dir": settings.data_dir,
+        "out_dir": out,
+    }
+    if workers:
+        overrides["workers"] = workers
+    if scenario:
+        overrides["scenarios"] = frozenset(scenario)
+    if seconds:
+        overrides["seconds"] = overrides["paced_seconds"] = seconds
+    if rate:
+        overrides["rate"] = rate
+    config = preset(**overrides)
+
+    def progress(message: str) -> None:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    try:
+        report = run_bench(config, progress)
+    except LoadGeneratorMissing as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; every server it started has been stopped", status=130)
+    for path in write_report(report, out):
+        typer.echo(str(path))
+
+
+def downstream_sim(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 9000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 20.0,
+    jitter_ms: Annotated[float, typer.Option(help="Uniform +/- spread of the delay.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of answers that are 503.")] = 0.0,
+    mode: Annotated[str, typer.Option(help="normal, fail (all 503) or hang.")] = "normal",
+    seed: Annotated[int | None, typer.Option(help="Seed for repeatable faults.")] = None,
+) -> None:
+    """Serve fake loyalty and shipment APIs with configurable latency and faults.
+
+    Point LOOPWISE_LOYALTY_URL and LOOPWISE_SHIPMENTS_URL at it.
+
+    PUT /_sim changes it while it runs (e.g. {"mode": "hang"}); stopping it refuses.
+    """
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from pydantic import ValidationError
+
+    from loopwise_bench.sim.app import CONFIG_ENV, SimConfig
+
+    configure_logging()
+    try:
+        config = SimConfig.model_validate(
+            {
+                "latency_ms": latency_ms,
+                "jitter_ms": jitter_ms,
+                "error_rate": error_rate,
+                "mode": mode,
+                "seed": seed,
+            }
+        )
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        fail(f"invalid option: {errors}")
+    # The worker process builds the app from the environment, like `serve` does.
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    _log.info("downstream_sim_serving", host=host, port=port, **config.model_dump())
+    Granian(
+        "loopwise_bench.sim.app:app_from_env",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
+        log_access=False,
+    ).serve()
+
+
+app = typer.Typer(
+    name="loopwise-bench",
+    help="The benchmark lab: load against loopwise and its baselines, and a fake downstream.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(bench)
+app.command("downstream-sim")(downstream_sim)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,242 @@
+"""The metrics read from the app's parts: each part is a source, snapshotted on refresh.
+
+Admission control, the loop watchdog, the off-loop pools, the database pool, the
+downstreams, the job queue and worker, and the session cache each expose a cheap stats
+snapshot. :class:`MetricSources` keeps a reader per source and copies the snapshots into
+its gauges and counters when :meth:`MetricSources.refresh` runs (at scrape time, or once
+a second in multiprocess mode), so nothing on the request path counts for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from loopwise.patterns import (
+    DEFAULT_LAG_BUCKETS,
+    CircuitState,
+    DownstreamStats,
+    LagStats,
+    PoolStats,
+)
+from loopwise.service.accounts.session_cache import SessionCacheStats
+from loopwise.service.db import Database
+from loopwise.service.http.admission import Admission
+from loopwise.service.jobs import WorkerStats, count_by_state
+
+__all__ = ["MetricSources"]
+
+
+class _HasPoolStats(Protocol):
+    """What :meth:`MetricSources.track_pool` needs: ``BlockingPool``, ``CpuPool`` and the like."""
+
+    def stats(self) -> PoolStats: ...
+
+
+class MetricSources:
+    """The metrics fed by the app's parts, in ``registry``.
+
+    Sources are read when metrics are refreshed; register them as the lifespan opens them:
+
+        metrics.track_pool(blocking)        # anything with .stats() -> PoolStats
+        metrics.track_database(db)
+        metrics.track_watchdog(watchdog.stats)
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self._http_in_flight = Gauge(
+            "loopwise_http_requests_in_flight",
+            "Requests admitted and not yet answered.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._http_queued = Gauge(
+            "loopwise_http_requests_queued",
+            "Requests waiting for an admission slot.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._http_shed = Counter(
+            "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
+        )
+        # Not a snapshot: the watchdog observes each lag sample itself (``on_lag``).
+        self.loop_lag = Histogram(
+            "loopwise_event_loop_lag_seconds",
+            "How late the event loop ran the watchdog's heartbeat.",
+            buckets=DEFAULT_LAG_BUCKETS,
+            registry=r,
+        )
+        self._stalls = Counter(
+            "loopwise_event_loop_stalls", "Loop stalls past the watchdog threshold.", registry=r
+        )
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            # livesum: across workers, the total of the live processes' values.
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode="livesum")
+
+        self._workers = gauge("loopwise_offload_workers", "Workers of a pool.", ("pool",))
+        self._in_use = gauge("loopwise_offload_in_use", "Workers busy.", ("pool",))
+        self._queued = gauge("loopwise_offload_queued", "Callers waiting.", ("pool",))
+        self._queue_limit = gauge("loopwise_offload_queue_limit", "Queue bound.", ("pool",))
+        self._rejected = Counter(
+            "loopwise_offload_rejected", "Calls refused as saturated.", ["pool"], registry=r
+        )
+        self._completed = Counter(
+            "loopwise_offload_completed", "Calls finished in a worker.", ["pool"], registry=r
+        )
+        self._db_max = gauge("loopwise_db_pool_max", "Most connections the pool may open.")
+        self._db_size = gauge("loopwise_db_pool_size", "Connections open.")
+        self._db_idle = gauge("loopwise_db_pool_idle", "Connections open and idle.")
+        self._circuit = gauge(
+            "loopwise_downstream_circuit",
+            "1 for each breaker's current state.",
+            ("downstream", "state"),
+        )
+        self._ds_in_use = gauge("loopwise_downstream_in_use", "Calls in flight.", ("downstream",))
+        self._ds_waiting = gauge(
+            "loopwise_downstream_waiting", "Calls waiting for a slot.", ("downstream",)
+        )
+        self._ds_counters = {
+            what: Counter(f"loopwise_downstream_{what}", doc, ["downstream"], registry=r)
+            for what, doc in (
+                ("admitted", "Calls let through the limits."),
+                ("rejected", "Calls refused by the limits or an open breaker."),
+                ("retries", "Retries made."),
+                ("retries_denied", "Retries the retry budget refused."),
+            )
+        }
+        # The queue is one table for every process: the scraped worker's reading is the truth.
+        self._jobs = Gauge(
+            "loopwise_jobs",
+            "Jobs by state.",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self._jobs_running = gauge("loopwise_jobs_running", "Jobs this process is running.")
+        self._job_counters = {
+            what: Counter(f"loopwise_jobs_{what}", doc, registry=r)
+            for what, doc in (
+                ("completed", "Jobs this process completed."),
+                ("retried", "Attempts that failed and were scheduled again."),
+                ("dead", "Jobs that ran out of attempts."),
+            )
+        }
+        self._sessions_entries = gauge("loopwise_session_cache_entries", "Sessions in memory.")
+        self._sessions_listening = gauge(
+            "loopwise_session_cache_listening", "1 while changes are heard (cache in use)."
+        )
+        self._session_counters = {
+            what: Counter(f"loopwise_session_cache_{what}", doc, registry=r)
+            for what, doc in (
+                ("hits", "Requests authenticated from memory."),
+                ("misses", "Requests authenticated by a query."),
+                ("invalidations", "Changes announced by PostgreSQL and applied."),
+            )
+        }
+        self._sessions: Callable[[], SessionCacheStats] | None = None
+        self._downstreams: Callable[[], Mapping[str, DownstreamStats]] | None = None
+        self._job_worker: Callable[[], WorkerStats] | None = None
+        self._pools: dict[str, Callable[[], PoolStats]] = {}
+        self._databases: list[Database] = []
+        self._watchdog: Callable[[], LagStats] | None = None
+        self._admission: Admission | None = None
+        # Counters only go up: the refresh adds what a snapshot gained since the last one.
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def track_pool(self, pool: _HasPoolStats) -> None:
+        self._pools[pool.stats().name] = pool.stats
+
+    def track_database(self, db: Database) -> None:
+        self._databases.append(db)
+
+    def track_admission(self, gate: Admission) -> None:
+        self._admission = gate
+
+    def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
+        self._watchdog = stats
+
+    def track_downstreams(self, stats: Callable[[], Mapping[str, DownstreamStats]]) -> None:
+        self._downstreams = stats
+
+    def track_job_worker(self, stats: Callable[[], WorkerStats]) -> None:
+        self._job_worker = stats
+
+    def track_session_cache(self, stats: Callable[[], SessionCacheStats]) -> None:
+        self._sessions = stats
+
+    async def refresh_queue(self) -> None:
+        """Read the job counts from PostgreSQL, within a second; stale beats no answer."""
+        for db in self._databases:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError, asyncpg.PostgresError):
+                async with asyncio.timeout(1.0):
+                    counts = await count_by_state(db.pool)
+                for state, count in counts.items():
+                    self._jobs.labels(state).set(count)
+
+    def refresh(self) -> None:
+        """Copy the tracked sources' current state into the metrics."""
+        self._refresh_downstreams()
+        if self._job_worker is not None:
+            worker = self._job_worker()
+            self._jobs_running.set(worker.running)
+            for what in ("completed", "retried", "dead"):
+                self._advance(self._job_counters[what], ("jobs", what), getattr(worker, what))
+        for name, read in self._pools.items():
+            stats = read()
+            self._workers.labels(name).set(stats.max_workers)
+            self._in_use.labels(name).set(stats.in_use)
+            self._queued.labels(name).set(stats.queued)
+            self._queue_limit.labels(name).set(stats.max_queue)
+            self._advance(self._rejected.labels(name), ("rejected", name), stats.rejected)
+            self._advance(self._completed.labels(name), ("completed", name), stats.completed)
+        if self._admission is not None:
+            # Read here, never counted on the request path: a shed costs one increment.
+            self._http_in_flight.set(self._admission.in_flight)
+            self._http_queued.set(self._admission.queued)
+            self._advance(self._http_shed, ("shed", ""), self._admission.shed)
+        if self._watchdog is not None:
+            self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
+        if self._sessions is not None:
+            sessions = self._sessions()
+            self._sessions_entries.set(sessions.entries)
+            self._sessions_listening.set(sessions.listening)
+            for what, counter in self._session_counters.items():
+                self._advance(counter, ("sessions", what), getattr(sessions, what))
+        for db in self._databases:
+            with contextlib.suppress(RuntimeError):  # not open yet, or closed already
+                pool = db.pool
+                self._db_max.set(pool.get_max_size())
+                self._db_size.set(pool.get_size())
+                self._db_idle.set(pool.get_idle_size())
+
+    def _refresh_downstreams(self) -> None:
+        if self._downstreams is None:
+            return
+        for name, stats in self._downstreams().items():
+            for state in CircuitState:
+                self._circuit.labels(name, state.value).set(stats.breaker.state is state)
+            keys = stats.limits.keys.values()
+            self._ds_in_use.labels(name).set(sum(k.in_use for k in keys))
+            self._ds_waiting.labels(name).set(sum(k.waiting for k in keys))
+            totals = {
+                "admitted": stats.limits.admitted,
+                "rejected": stats.limits.rejected + stats.breaker.rejected,
+                "retries": stats.retry_budget.retries,
+                "retries_denied": stats.retry_budget.denied,
+            }
+            for what, total in totals.items():
+                counter = self._ds_counters[what].labels(name)
+                self._advance(counter, (f"downstream_{what}", name), total)
+
+    def _advance(self, counter: Counter, key: tuple[str, str], total: float) -> None:
+        gained = total - self._seen.get(key, 0)
+        if gained > 0:
+            counter.inc(gained)
+            self._seen[key] = total

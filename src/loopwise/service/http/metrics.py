@@ -1,0 +1,139 @@
+"""Prometheus metrics: ``GET /metrics`` on the main port, from a registry the app owns.
+
+    loopwise_http_request_duration_seconds{method,route,status}   latency by route template
+    loopwise_http_requests_{in_flight,queued,shed_total}            admission control's gate
+    loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
+    loopwise_event_loop_stalls_total                                stalls past the threshold
+    loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
+    loopwise_offload_{rejected,completed}_total{pool}
+    loopwise_db_pool_{max,size,idle}                                asyncpg connections
+    loopwise_downstream_circuit{downstream,state}                   1 for the breaker's state
+    loopwise_downstream_{in_use,waiting}{downstream}                per-host limit saturation
+    loopwise_downstream_{admitted,rejected,retries,retries_denied}_total{downstream}
+    loopwise_jobs{state}                                            the queue, from PostgreSQL
+    loopwise_jobs_running, loopwise_jobs_{completed,retried,dead}_total   this worker's
+    loopwise_session_cache_{entries,listening}                     sessions in memory
+    loopwise_session_cache_{hits,misses,invalidations}_total
+
+Main port, not a separate one: it is one listener per instance to run and secure, and a
+scrape crosses the same event loop as the traffic, so a stalled loop also shows as a slow
+scrape. Keep ``/metrics`` off the public ingress at the proxy, as with ``/readyz``.
+
+Several granian workers (``LOOPWISE_WORKERS>1``) are processes sharing the port, so a
+scrape reaches one of them at random. ``loopwise serve`` then turns on prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its values to files
+and whichever one answers reports the sum. Gauges read from live objects (pools, the
+database) are written by each worker once a second in that mode; in a single process they
+are read at scrape time and exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Self
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+from starlette.types import Scope
+
+from loopwise.patterns.lifecycle import AsyncResource
+from loopwise.service.http.metric_sources import MetricSources
+
+__all__ = ["Metrics", "router"]
+
+router = APIRouter(tags=["operations"])
+
+
+_REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
+
+# The methods a label may name; any other string a client sends is counted as "OTHER".
+# RFC 9110 section 9 plus PATCH (RFC 5789): the method is client input, and a label value
+# taken from it unchecked minted a series per string (10,000 made /metrics 600x larger,
+# and each scrape then held the loop for seconds rendering them).
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+class Metrics(MetricSources, AsyncResource):
+    """The app's metrics: created with the app, fed by its middleware and its lifespan.
+
+    The middleware observes each request (:meth:`observe_request`); what the lifespan
+    opens is tracked as a source (:class:`~loopwise.service.http.metric_sources.MetricSources`).
+    """
+
+    def __init__(self) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = CollectorRegistry()
+        self.request_duration = Histogram(
+            "loopwise_http_request_duration_seconds",
+            "Time to answer a request, by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        super().__init__(self.registry)
+        self._refresher: asyncio.Task[None] | None = None
+        self._latency_by_key: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one request by its route template; ``RequestLog`` calls this.
+
+        The template (``/users/{id}``), never the raw path, keeps the label set bounded;
+        requests no route matched share ``route="unmatched"``, and methods outside RFC 9110's
+        share ``method="OTHER"``, so no client can mint series. FastAPI's router puts the
+        matched route in the scope, which is shared with the middleware around it.
+        """
+        route = getattr(scope.get("route"), "path_format", None) or "unmatched"
+        method = scope["method"]
+        if method not in _KNOWN_METHODS:
+            method = "OTHER"
+        key = (method, route, status)
+        child = self._latency_by_key.get(key)
+        if child is None:  # labels() locks and validates: do it once per key
+            child = self.request_duration.labels(method, route, str(status))
+            self._latency_by_key[key] = child
+        child.observe(seconds)
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the scraper asked for (``Accept``) and its content type.
+
+        This process's values, or every worker's in multiprocess mode.
+        """
+        self.refresh()
+        encode, content_type = choose_encoder(accept)
+        if not self.multiprocess:
+            return encode(self.registry), content_type
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
+        return encode(merged), content_type
+
+    async def __aenter__(self) -> Self:
+        if self.multiprocess:
+            self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics")
+        return self
+
+    async def aclose(self) -> None:
+        """Stop refreshing; in multiprocess mode, drop this worker's live gauges."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped upstream
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(_REFRESH_EVERY)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    app_metrics: Metrics = request.state.metrics
+    await app_metrics.refresh_queue()
+    body, content_type = app_metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})

@@ -1,0 +1,230 @@
+"""GET /metrics: request latency by route template, off-loop pools, the database pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from loopwise.patterns import BlockingPool, PoolSaturated
+from loopwise.service.app import create_app
+from loopwise.service.http.metrics import Metrics
+from loopwise.service.settings import Settings
+from loopwise_bench.sim import SimConfig, create_sim_app
+from tests.servers import serve_asgi
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, keyed by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    return samples(text)[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+async def items_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app plus a route with a path parameter, to see templates in labels."""
+    application = create_app(settings.model_copy(update={"blocking_workers": 3}))
+
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    application.add_api_route("/items/{item_id}", item)
+    async with LifespanManager(application) as manager:
+        app: FastAPI = manager.app  # type: ignore[assignment]  # wraps the same app
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    """/metrics answers in the Prometheus text format."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "loopwise_http_request_duration_seconds" in response.text
+
+
+async def test_request_latency_is_labelled_by_route_template(
+    items_client: httpx.AsyncClient,
+) -> None:
+    """Latency is counted per route template and status; unknown paths share one label."""
+    for item_id in (1, 2, 3):
+        assert (await items_client.get(f"/items/{item_id}")).status_code == 200
+    assert (await items_client.get("/items/not-a-number")).status_code == 422
+    assert (await items_client.get("/no/such/path")).status_code == 404
+    text = (await items_client.get("/metrics")).text
+    count = "loopwise_http_request_duration_seconds_count"
+    assert value(text, count, method="GET", route="/items/{item_id}", status="200") == 3
+    assert value(text, count, method="GET", route="/items/{item_id}", status="422") == 1
+    assert value(text, count, method="GET", route="unmatched", status="404") == 1
+    assert "/items/1" not in text
+
+
+async def test_pools_and_database_are_reported(
+    items_client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The app's off-loop pools and its asyncpg pool appear with their bounds and usage."""
+    assert (await items_client.get("/readyz")).status_code == 200  # uses a connection
+    text = (await items_client.get("/metrics")).text
+    assert value(text, "loopwise_offload_workers", pool="blocking") == 3
+    assert value(text, "loopwise_offload_queue_limit", pool="blocking") == settings.blocking_queue
+    assert value(text, "loopwise_offload_in_use", pool="blocking") == 0
+    assert value(text, "loopwise_offload_completed_total", pool="blocking") >= 1  # start-up
+    assert value(text, "loopwise_offload_workers", pool="cpu") == settings.cpu_workers
+    assert value(text, "loopwise_db_pool_max") == settings.db_pool_max
+    assert value(text, "loopwise_db_pool_size") >= 1
+    assert 0 <= value(text, "loopwise_db_pool_idle") <= value(text, "loopwise_db_pool_size")
+
+
+async def test_pool_saturation_is_reported() -> None:
+    """In-use, queued and rejected calls of a tracked pool show in the exposition."""
+    metrics = Metrics()
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+
+    def hold() -> None:
+        loop.call_soon_threadsafe(started.set)
+        release.wait(timeout=60)
+
+    async with metrics, BlockingPool("argon2", max_workers=1, max_queue=1) as pool:
+        metrics.track_pool(pool)
+        running = asyncio.create_task(pool.run(hold))
+        await started.wait()
+        queued = asyncio.create_task(pool.run(hold))
+        await asyncio.sleep(0)  # let it join the queue
+        with pytest.raises(PoolSaturated):
+            await pool.run(hold)
+        text = metrics.render()[0].decode()
+        release.set()
+        await asyncio.gather(running, queued)
+        after = metrics.render()[0].decode()
+    assert value(text, "loopwise_offload_in_use", pool="argon2") == 1
+    assert value(text, "loopwise_offload_queued", pool="argon2") == 1
+    assert value(text, "loopwise_offload_rejected_total", pool="argon2") == 1
+    assert value(after, "loopwise_offload_completed_total", pool="argon2") == 2
+    assert value(after, "loopwise_offload_rejected_total", pool="argon2") == 1
+
+
+async def test_metrics_can_be_turned_off(settings: Settings) -> None:
+    """LOOPWISE_METRICS_ENABLED=false removes the route."""
+    application = create_app(settings.model_copy(update={"metrics_enabled": False}))
+    async with LifespanManager(application) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/metrics")).status_code == 404
+
+
+@pytest.mark.blocks_loop  # starting the server process forks from the loop's thread
+async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) -> None:
+    """With two granian workers, whichever answers /metrics reports both (multiprocess)."""
+    with socket.socket() as probe:  # a free port, released for the server to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "LOOPWISE_DATABASE_URL": str(settings.database_url),
+        "LOOPWISE_DATA_DIR": str(tmp_path),
+        "LOOPWISE_PORT": str(port),
+        "LOOPWISE_WORKERS": "2",
+        "LOOPWISE_BLOCKING_WORKERS": "3",
+        "LOOPWISE_MIGRATE_ON_START": "false",
+        "LOOPWISE_LOG_LEVEL": "warning",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "loopwise"),
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            blocking_workers = 0.0
+            for _ in range(300):  # a bounded poll: the server is another process
+                with contextlib.suppress(httpx.TransportError, KeyError):
+                    text = (await client.get("/metrics")).text
+                    blocking_workers = value(text, "loopwise_offload_workers", pool="blocking")
+                    if blocking_workers == 6:
+                        break
+                await asyncio.sleep(0.05)
+            assert blocking_workers == 6  # 3 threads in each of the two workers
+            for _ in range(10):
+                assert (await client.get("/healthz")).status_code == 200
+            text = (await client.get("/metrics")).text
+    finally:
+        server.terminate()
+        await server.wait()
+    count = "loopwise_http_request_duration_seconds_count"
+    assert value(text, count, method="GET", route="/healthz", status="200") == 10
+
+
+async def test_metrics_cover_jobs_and_downstreams(settings: Settings) -> None:
+    """/metrics reports the job queue by state, the worker, and each downstream's state."""
+    async with serve_asgi(create_sim_app(SimConfig(latency_ms=0))) as sim_url:
+        app = create_app(settings.model_copy(update={"loyalty_url": sim_url}))
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"email": "m@example.com", "password": "correct horse", "display_name": "M"}
+                assert (await client.post("/register", json=body)).status_code == 201
+                login = await client.post(
+                    "/login", json={"email": body["email"], "password": body["password"]}
+                )
+                auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                overview = await client.get("/users/me/overview", headers=auth)
+                assert overview.json()["degraded"] == []
+                text = (await client.get("/metrics")).text
+    jobs = sum(value(text, "loopwise_jobs", state=s) for s in ("queued", "running", "done"))
+    assert jobs == 1
+    assert value(text, "loopwise_jobs", state="dead") == 0
+    assert value(text, "loopwise_downstream_circuit", downstream="loyalty", state="closed") == 1
+    assert value(text, "loopwise_downstream_circuit", downstream="loyalty", state="open") == 0
+    assert value(text, "loopwise_downstream_admitted_total", downstream="loyalty") == 1
+    assert ("loopwise_jobs_running", frozenset()) in samples(text)
+
+
+async def test_method_and_path_floods_mint_no_series(client: httpx.AsyncClient) -> None:
+    """10,000 distinct methods and paths leave the exposition's series and size as they were."""
+
+    async def scrape() -> str:
+        # Twice: the first scrape's own request appears in the second.
+        await client.get("/metrics")
+        return (await client.get("/metrics")).text
+
+    before = await scrape()
+    for start in range(0, 10_000, 250):
+        await asyncio.gather(
+            *(
+                client.request(f"X{n}", "/healthz" if n % 2 else f"/flood/{n}")
+                for n in range(start, start + 250)
+            )
+        )
+    after = await scrape()
+    series = {key for key in samples(after) if key[0].startswith("loopwise_http_request")}
+    assert series - set(samples(before)) <= {
+        (name, labels) for name, labels in series if dict(labels).get("method") == "OTHER"
+    }
+    assert all("X1" not in line for line in after.splitlines())
+    # Counts grew by a few digits; series did not: a few hundred bytes, never megabytes.
+    assert len(after) - len(before) < 8_000, (len(before), len(after))
+    sys.stderr.write(f"\n/metrics before: {len(before)} B, after 10,000 methods: {len(after)} B\n")
