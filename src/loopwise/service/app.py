@@ -24,6 +24,7 @@ from loopwise.service.http import health
 from loopwise.service.http import metrics as metrics_routes
 from loopwise.service.http.admission import Admission, AdmissionControl
 from loopwise.service.http.api_docs import install_api_docs
+from loopwise.service.http.bodies import BodyFirst, BodyReadStats
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.problems import document_problems, install_problem_handlers
@@ -60,6 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
         queue=settings.admission_queue,
         wait=settings.admission_wait,
     )
+    body_reads = BodyReadStats()
+    metrics.track_body_reads(body_reads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
@@ -149,6 +152,14 @@ def create_app(settings: Settings) -> FastAPI:
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
     app.add_middleware(AdmissionControl, gate=gate)  # sheds before anything of the app runs
+    # Outside the gate: a request takes a slot only once its body has arrived.
+    app.add_middleware(
+        BodyFirst,
+        timeout=settings.body_timeout,
+        max_readers=settings.max_body_readers,
+        max_bytes=settings.max_body_bytes,
+        stats=body_reads,
+    )
     app.add_middleware(SecurityHeaders)  # outermost: the gate's own 503 carries them too
     return app
 

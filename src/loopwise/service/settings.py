@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=128, ge=1, le=100_000)
     admission_queue: int = Field(default=4096, ge=0, le=1_000_000)  # requests that may wait
     admission_wait: float = Field(default=0.5, ge=0, le=60)  # seconds one may wait; 0: none
+    # Slow request bodies (http/bodies.py): a body is read before its request takes an
+    # admission slot, and must arrive whole within `body_timeout` seconds (else 408);
+    # at most `max_body_readers` bodies arrive at once (past it, 503 at once).
+    body_timeout: float = Field(default=5.0, gt=0, le=600)
+    max_body_readers: int = Field(default=1024, ge=1, le=1_000_000)
     max_connections: int = Field(default=8192, ge=64, le=1_000_000)
     listen_backlog: int = Field(default=4096, ge=128, le=65_535)  # capped by net.core.somaxconn
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).

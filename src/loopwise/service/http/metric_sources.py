@@ -27,6 +27,7 @@ from loopwise.patterns import (
 from loopwise.service.accounts.session_cache import SessionCacheStats
 from loopwise.service.db import Database
 from loopwise.service.http.admission import Admission
+from loopwise.service.http.bodies import BodyReadStats
 from loopwise.service.jobs import WorkerStats, count_by_state
 
 __all__ = ["MetricSources"]
@@ -65,6 +66,19 @@ class MetricSources:
         self._http_shed = Counter(
             "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
         )
+        self._bodies_reading = Gauge(
+            "loopwise_http_bodies_reading",
+            "Request bodies arriving, read before admission.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._body_timeouts = Counter(
+            "loopwise_http_body_timeouts", "Requests answered 408: body too slow.", registry=r
+        )
+        self._bodies_refused = Counter(
+            "loopwise_http_bodies_refused", "Requests answered 503: every reader busy.", registry=r
+        )
+        self._body_reads: BodyReadStats | None = None
         # Not a snapshot: the watchdog observes each lag sample itself (``on_lag``).
         self.loop_lag = Histogram(
             "loopwise_event_loop_lag_seconds",
@@ -159,6 +173,9 @@ class MetricSources:
     def track_admission(self, gate: Admission) -> None:
         self._admission = gate
 
+    def track_body_reads(self, stats: BodyReadStats) -> None:
+        self._body_reads = stats
+
     def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
         self._watchdog = stats
 
@@ -201,6 +218,11 @@ class MetricSources:
             self._http_in_flight.set(self._admission.in_flight)
             self._http_queued.set(self._admission.queued)
             self._advance(self._http_shed, ("shed", ""), self._admission.shed)
+        if self._body_reads is not None:
+            reads = self._body_reads
+            self._bodies_reading.set(reads.reading)
+            self._advance(self._body_timeouts, ("body_timeouts", ""), reads.timed_out)
+            self._advance(self._bodies_refused, ("bodies_refused", ""), reads.refused)
         if self._watchdog is not None:
             self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
         if self._sessions is not None:
