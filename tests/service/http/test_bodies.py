@@ -7,6 +7,7 @@ import contextlib
 import resource
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ async def test_body_timeout_answers_408_and_frees_the_slot(client: httpx.AsyncCl
     # stream that never ends.
     stalled = asyncio.Event()
 
-    async def trickle() -> object:
+    async def trickle() -> AsyncIterator[bytes]:
         yield _SLOW_START
         await stalled.wait()  # never set: the body never completes
 
@@ -84,7 +85,8 @@ async def test_a_thousand_slow_bodies_do_not_starve_a_well_behaved_client(
     async with serving(env) as served:
         async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as setup:
             body = {"email": "good@example.com", "password": "correct horse battery"}
-            assert (await setup.post("/register", json={**body, "display_name": "G"})).status_code == 201
+            registered = await setup.post("/register", json={**body, "display_name": "G"})
+            assert registered.status_code == 201
             token = (await setup.post("/login", json=body)).json()["access_token"]
         quiet_ok, quiet = await _well_behaved(served.base_url, token, 400)
 
@@ -132,7 +134,8 @@ async def test_a_thousand_slow_bodies_do_not_starve_a_well_behaved_client(
 
     success = attacked_ok / len(attacked)
     sys.stderr.write(
-        f"\nwell-behaved client: quiet {quiet_ok}/{len(quiet)} 2xx, p99 {_p99(quiet) * 1000:.1f} ms;"
+        f"\nwell-behaved client: quiet {quiet_ok}/{len(quiet)} 2xx,"
+        f" p99 {_p99(quiet) * 1000:.1f} ms;"
         f" under 1,000 slow bodies {attacked_ok}/{len(attacked)} 2xx ({success:.2%}),"
         f" p99 {_p99(attacked) * 1000:.1f} ms; attackers answered {answered}\n"
     )
