@@ -2,6 +2,8 @@
 
     loopwise_http_request_duration_seconds{method,route,status}   latency by route template
     loopwise_http_requests_{in_flight,queued,shed_total}            admission control's gate
+    loopwise_http_bodies_reading, loopwise_http_body_timeouts_total,
+    loopwise_http_bodies_refused_total                              bodies read before admission
     loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
     loopwise_event_loop_stalls_total                                stalls past the threshold
     loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
