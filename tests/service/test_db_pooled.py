@@ -71,6 +71,15 @@ async def test_every_endpoint_works_through_transaction_pooling(
                 assert login.status_code == 200, login.text
                 auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
                 user_id = registered.json()["id"]
+                # Orders are for verified addresses; the link itself is proven in
+                # tests/service/accounts/test_verification.py, so here it is marked directly.
+                direct = await asyncpg.connect(database_url)
+                try:
+                    await direct.execute(
+                        "UPDATE users SET email_verified_at = now() WHERE id = $1", user_id
+                    )
+                finally:
+                    await direct.close()
                 for _ in range(5):
                     assert (await c.get(f"/users/{user_id}", headers=auth)).status_code == 200
                     order = {"items": [{"sku": "A-1", "quantity": 2, "unit_price_cents": 150}]}
