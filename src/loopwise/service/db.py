@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -55,11 +56,23 @@ class _BoundedWaitPool(asyncpg.Pool):
     asyncpg waits for a free connection forever by default; past saturation that is an
     unbounded queue inside the process. With a bound the excess fails fast, and the
     problem handler turns it into 503 with Retry-After.
+
+    ``waiting`` counts the acquires in progress (suspended ones, as any reader on the loop
+    sees them) and ``on_wait`` receives each acquire's wait in seconds, the fast path's
+    included: the pool's saturation as the metrics report it.
     """
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        acquire_timeout: float,
+        on_wait: Callable[[float], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._on_wait = on_wait
+        self.waiting = 0
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         bound = self._acquire_timeout if timeout is None else timeout
@@ -69,16 +82,25 @@ class _BoundedWaitPool(asyncpg.Pool):
         return super().acquire(timeout=bound if left is None else min(bound, left))
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109  # asyncpg's signature
+        self.waiting += 1
+        started = time.perf_counter()
         try:
             return await super()._acquire(timeout)  # type: ignore[misc]  # private, untyped
         except TimeoutError:
             raise PoolExhausted(
                 f"no database connection free within {timeout}s (all {self.get_max_size()} in use)"
             ) from None
+        finally:
+            self.waiting -= 1
+            self._on_wait(time.perf_counter() - started)
 
 
 class Database(AsyncResource):
-    """One asyncpg pool: opened once, closed once, never reopened."""
+    """One asyncpg pool: opened once, closed once, never reopened.
+
+    ``on_acquire_wait``, when set (the metrics set it), receives the seconds each
+    acquire waited for a connection.
+    """
 
     def __init__(
         self,
@@ -94,8 +116,9 @@ class Database(AsyncResource):
         self._min_size = min_size
         self._max_size = max_size
         self._statement_timeout = statement_timeout
-        self._pool: asyncpg.Pool | None = None
+        self._pool: _BoundedWaitPool | None = None
         self._state = ResourceState.UNOPENED
+        self.on_acquire_wait: Callable[[float], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, dsn: str) -> Database:
@@ -113,12 +136,22 @@ class Database(AsyncResource):
             raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
         return self._pool
 
+    @property
+    def waiting(self) -> int:
+        """Acquires waiting for a connection now (0 when the pool is not open)."""
+        return 0 if self._pool is None else self._pool.waiting
+
+    def _acquire_waited(self, seconds: float) -> None:
+        if self.on_acquire_wait is not None:
+            self.on_acquire_wait(seconds)
+
     async def open(self) -> None:
         if self._state is not ResourceState.UNOPENED:
             raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
         pool = _BoundedWaitPool(
             self.dsn,
             acquire_timeout=self.acquire_timeout,
+            on_wait=self._acquire_waited,
             min_size=self._min_size,
             max_size=self._max_size,
             max_queries=50_000,
@@ -138,7 +171,8 @@ class Database(AsyncResource):
                 ),
             },
         )
-        self._pool = await pool
+        await pool  # connects min_size connections
+        self._pool = pool
         self._state = ResourceState.OPENED
 
     async def aclose(self) -> None:
