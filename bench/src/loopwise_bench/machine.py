@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
 import psutil
+
+from loopwise_bench.generators import LoadGenerator
 
 __all__ = ["machine_facts"]
 
@@ -30,13 +31,6 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _wrk_version(wrk: str) -> str:
-    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)  # noqa: S603 -- fixed argv
-    return (
-        (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else ""
-    )
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -48,7 +42,9 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def machine_facts(wrk: str, *, postgres: str | None, workers: int) -> dict[str, object]:
+def machine_facts(
+    generator: LoadGenerator, *, postgres: str | None, workers: int
+) -> dict[str, object]:
     """Describe this machine and the software under test, for the report's header."""
     return {
         "cores": os.cpu_count(),
@@ -58,7 +54,7 @@ def machine_facts(wrk: str, *, postgres: str | None, workers: int) -> dict[str, 
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in _PACKAGES},
-        "wrk": _wrk_version(wrk),
+        "load_generator": generator.version(),
         "postgres": postgres,
         "server": f"granian, ASGI, uvloop, {workers} worker(s), granian's access log off",
         "load_generator_on_same_machine": True,

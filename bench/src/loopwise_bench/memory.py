@@ -5,7 +5,7 @@
         ...
     memory.series()  # {"loopwise": [(t, {"pid 123": rss_bytes, ...}), ...]}
 
-A thread, because the harness itself is synchronous: it blocks on wrk while sampling.
+A thread, because the harness itself is synchronous: it blocks on the load generator while sampling.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Past saturation: throughput, errors and p99 up to 4,096 connections, liveness, recovery.
 
 Answers are counted by status: a 503 is load shed on purpose (admission control,
-README "Overload") and is reported apart from failures (other statuses, socket errors,
-timeouts), and the work done is the 2xx/3xx rate, not wrk's count of answers.
+docs/operations/overload.md) and is reported apart from failures (other statuses, socket
+errors, timeouts), and the work done is the 2xx/3xx rate, not the generator's count of
+answers.
 
-While wrk holds each concurrency, a probe asks ``/healthz`` every 200 ms with a short
-timeout: a service that queues without bound (or deadlocks) stops answering it. After
-the last step a light constant-rate run checks that the service recovered at once.
+While the load generator holds each concurrency, a probe asks ``/healthz`` every 200 ms
+with a short timeout: a service that queues without bound (or deadlocks) stops answering
+it. After the last step a light constant-rate run checks that the service recovered at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan, run_closed, run_paced
+from loopwise_bench.generators import LoadGenerator, run_closed, run_paced
+from loopwise_bench.loadgen import ClosedResult, PacedResult, RequestPlan
 
 __all__ = ["HealthProbe", "OverloadResult", "OverloadStep", "run_overload"]
 
@@ -92,7 +94,7 @@ class HealthProbe:
 
 
 def run_overload(
-    wrk: str,
+    generator: LoadGenerator,
     base_url: str,
     scenario: str,
     plan: RequestPlan,
@@ -110,7 +112,7 @@ def run_overload(
         progress(f"overload {scenario}: {connections} connections")
         with HealthProbe(base_url + "/healthz") as probe:
             load = run_closed(
-                wrk,
+                generator,
                 base_url,
                 plan,
                 connections=connections,
@@ -128,7 +130,7 @@ def run_overload(
         )
     progress(f"overload {scenario}: recovery at {recovery_rate:,.0f} req/s")
     recovery = run_paced(
-        wrk,
+        generator,
         base_url,
         plan,
         rate=recovery_rate,

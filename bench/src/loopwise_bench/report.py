@@ -83,7 +83,7 @@ def markdown(report: BenchReport) -> str:
         *_target_rows(report),
         f"{m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, "
         f"Python {m.get('python')}; {m.get('server')}; PostgreSQL {m.get('postgres')}; "
-        f"{m.get('wrk')} on the same machine; "
+        f"load generator {m.get('load_generator', m.get('wrk'))} on the same machine; "
         f"load average at start {m.get('load_average_at_start')}.",
         "",
         f"Throughput: closed loop, {report.config['seconds']} s per point. Latency: a constant "

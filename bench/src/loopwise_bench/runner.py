@@ -20,8 +20,8 @@ from typing import Any
 
 from loopwise_bench.config import BenchConfig
 from loopwise_bench.database import bench_database, has_tables
+from loopwise_bench.generators import find_load_generator
 from loopwise_bench.jobs import run_jobs
-from loopwise_bench.loadgen import find_wrk
 from loopwise_bench.machine import machine_facts
 from loopwise_bench.memory import MemorySampler
 from loopwise_bench.results import BenchReport
@@ -34,7 +34,7 @@ from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["run_bench"]
 
-# Enough descriptors for 4,096 client sockets in wrk plus as many in the server.
+# Enough descriptors for 4,096 client sockets in the load generator plus as many in the server.
 _WANTED_FILES = 16_384
 _ORDER = (
     "asgi",
@@ -53,7 +53,8 @@ def _raise_file_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = _WANTED_FILES if hard == resource.RLIM_INFINITY else min(hard, _WANTED_FILES)
     if soft < wanted:
-        # Children (wrk, the servers) inherit it: the overload run needs 4,096 sockets each.
+        # Children (the load generator, the servers) inherit it: the overload run needs
+        # 4,096 sockets each.
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return max(soft, wanted)
 
@@ -77,10 +78,10 @@ def _maybe_database(config: BenchConfig, needed: bool) -> Iterator[str | None]:
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchReport:
     """Measure every scenario ``config`` selects and return the report (not yet written)."""
-    wrk = find_wrk()
+    generator = find_load_generator(config.load_generator)
     files = _raise_file_limit()
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(config, wrk, progress)
+    run = Run(config, generator, progress)
     run.logs.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in SCENARIOS.values() if config.wants(s.name)]
     servers = [name for name in _ORDER if any(s.server == name for s in wanted)]
@@ -99,7 +100,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     ):
         run.sidecars = sidecars
         report.machine = machine_facts(
-            wrk,
+            generator,
             postgres="embedded (pgserver)" if config.database_url is None else "by URL",
             workers=config.workers,
         )

@@ -209,7 +209,7 @@ def _login(ctx: PlanContext) -> RequestPlan:
 
 
 def _register(ctx: PlanContext) -> RequestPlan:
-    # "{seq}" becomes unique per request in the wrk script: every request a new account.
+    # "{seq}" becomes unique per request in the load scripts: every request a new account.
     body = json.dumps(
         {
             "email": "new-{seq}@bench.example.com",

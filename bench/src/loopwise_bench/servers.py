@@ -2,7 +2,7 @@
 
     with ServerProcess("naive", "loopwise_bench.apps.naive:create_app", env=env,
                        workers=2, log_dir=out) as server:
-        run_closed(wrk, server.url + "/users/1", ...)
+        run_closed(generator, server.url + "/users/1", ...)
 
 Leaving the ``with`` block (normally, on error, or on Ctrl-C) sends SIGTERM to the whole
 process group, waits for a graceful exit, and kills what is left after the grace period.

@@ -1,6 +1,6 @@
 """The soak: the mixed workload at a constant rate for minutes, watching each process's memory.
 
-    result = run_soak(wrk, url, plan, rate=300, connections=32, seconds=600, pid=server.pid)
+    result = run_soak(generator, url, plan, rate=300, connections=32, seconds=600, pid=server.pid)
     result.processes   # per process: RSS after warm-up, at the end, at its peak
 
 A leak shows as growth that keeps going; warm-up does not (caches filling, the pool
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopwise_bench.loadgen import PacedResult, RequestPlan, run_paced
+from loopwise_bench.generators import LoadGenerator, run_paced
+from loopwise_bench.loadgen import PacedResult, RequestPlan
 from loopwise_bench.memory import MemorySampler, Sample
 
 __all__ = ["FLAT_GROWTH", "ProcessMemory", "SoakResult", "run_soak"]
@@ -49,7 +50,7 @@ class SoakResult:
 
 
 def run_soak(
-    wrk: str,
+    generator: LoadGenerator,
     url: str,
     plan: RequestPlan,
     *,
@@ -61,7 +62,7 @@ def run_soak(
     """Drive ``plan`` at ``rate`` for ``seconds`` while sampling the server tree's RSS."""
     with MemorySampler(interval=max(0.5, seconds / 120)) as memory:
         memory.watch("server", pid)
-        paced = run_paced(wrk, url, plan, rate=rate, connections=connections, seconds=seconds)
+        paced = run_paced(generator, url, plan, rate=rate, connections=connections, seconds=seconds)
     return SoakResult(paced, _per_process(memory.series().get("server", []), seconds))
 
 

@@ -24,7 +24,7 @@ __all__ = ["measure_fanout", "measure_overload", "measure_soak", "measure_storm"
 def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:
     c = run.config
     return run_overload(
-        run.wrk,
+        run.generator,
         process.url,
         scenario.name,
         scenario.plan(run.context),
@@ -45,7 +45,7 @@ def measure_storm(run: Run, process: ServerProcess) -> StormResult:
     time.sleep(c.settle_seconds)
     run.progress(f"registration storm beside GET /users/{{id}} at {rate:,.0f} req/s")
     result = run_storm(
-        run.wrk,
+        run.generator,
         process.url,
         SCENARIOS["user_by_id"].plan(run.context),
         SCENARIOS["register"].plan(run.context),
@@ -72,7 +72,7 @@ def measure_soak(run: Run, process: ServerProcess) -> SoakResult:
     time.sleep(c.settle_seconds)
     run.progress(f"soak: {mixed.title} at {rate:,.0f} req/s for {c.soak_seconds:,.0f} s")
     result = run_soak(
-        run.wrk,
+        run.generator,
         process.url,
         mixed.plan(run.context),
         rate=rate,

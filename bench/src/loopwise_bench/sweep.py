@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 
 from loopwise_bench.config import BenchConfig
-from loopwise_bench.loadgen import PacedResult, RequestPlan, run_closed, run_paced
+from loopwise_bench.generators import LoadGenerator, run_closed, run_paced
+from loopwise_bench.loadgen import PacedResult, RequestPlan
 from loopwise_bench.results import ScenarioResult
 from loopwise_bench.scenarios import PlanContext, Scenario
 from loopwise_bench.seed import user_email
@@ -26,9 +27,11 @@ BENCH_PASSWORD = "bench-password-1234"  # noqa: S105 -- the seeded users' known 
 class Run:
     """The state of one run: the report so far and what the scenarios draw on."""
 
-    def __init__(self, config: BenchConfig, wrk: str, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: BenchConfig, generator: LoadGenerator, progress: Callable[[str], None]
+    ) -> None:
         self.config = config
-        self.wrk = wrk
+        self.generator = generator
         self.progress = progress
         self.context = PlanContext(password=BENCH_PASSWORD, email_of=user_email)
         self.logs = config.out_dir / "logs"
@@ -43,16 +46,16 @@ class Run:
         rate = min(c.rate, scenario.rate or c.rate)
         paced_connections = min(scenario.paced_connections or c.paced_connections, 256)
         # A slow endpoint (argon2) queues what a closed loop sends it and answers it after
-        # wrk has gone: measure its constant rate first, after a gentle warm-up.
+        # the load generator has gone: measure its constant rate first, after a gentle warm-up.
         slow = scenario.max_connections is not None
         if c.warmup_seconds:
             warm = 2 if slow else min(16, cap)
-            run_closed(self.wrk, server.url, plan, connections=warm, seconds=c.warmup_seconds)
+            run_closed(self.generator, server.url, plan, connections=warm, seconds=c.warmup_seconds)
         if slow:
             result.paced = self._paced(scenario, server, plan, rate, paced_connections)
         for connections in concurrencies:
             closed = run_closed(
-                self.wrk,
+                self.generator,
                 server.url,
                 plan,
                 connections=connections,
@@ -78,7 +81,7 @@ class Run:
         connections: int,
     ) -> PacedResult:
         paced = run_paced(
-            self.wrk,
+            self.generator,
             server.url,
             plan,
             rate=rate,

@@ -41,7 +41,7 @@ def worker(
         settings = settings.model_copy(update={"jobs_concurrency": concurrency})
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
-            apply_migrations(dsn)
+            apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         asyncio.run(run_worker_process(settings, dsn))
 
 
@@ -60,7 +60,7 @@ def _with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Aw
 
     with database(settings) as dsn:
         try:
-            return asyncio.run(run(dsn))
+            return asyncio.run(run(settings.direct_dsn(dsn)))  # session-level: not pooled
         except OSError as exc:
             fail(f"cannot reach PostgreSQL: {exc}", status=1)
 

@@ -25,9 +25,10 @@ def serve() -> None:
     """Run the HTTP service (granian) on LOOPWISE_HOST:LOOPWISE_PORT.
 
     Without LOOPWISE_DATABASE_URL it starts an embedded PostgreSQL in LOOPWISE_DATA_DIR,
-    applies migrations, and stops the database again on exit. SIGTERM or SIGINT stops
-    accepting, lets in-flight requests finish within LOOPWISE_SHUTDOWN_GRACE seconds,
-    then closes the pool.
+    applies migrations, and stops the database again on exit. SIGTERM first drains:
+    /readyz answers 503 for LOOPWISE_DRAIN_DELAY seconds while serving continues; then
+    (or at once on SIGINT) the server stops accepting, lets in-flight requests finish
+    within LOOPWISE_SHUTDOWN_GRACE seconds, and closes the pool.
     """
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -35,7 +36,7 @@ def serve() -> None:
     settings = validated_settings()
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
-            apply_migrations(dsn)
+            apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
         if settings.workers > 1:
@@ -57,7 +58,9 @@ def serve() -> None:
                 "disable_existing_loggers": False,
                 "loggers": {"_granian": {"handlers": [], "propagate": True}},
             },
-            workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace)),
+            # Each worker drains (service/http/drain.py), then finishes in-flight requests within
+            # the grace; granian kills a worker that is still running past this.
+            workers_kill_timeout=max(1, math.ceil(settings.drain_delay + settings.shutdown_grace)),
             # Granian's backpressure caps the connections a worker holds open (its permit
             # lasts as long as the connection), by default backlog/workers = 512; past it
             # new connections wait unaccepted in the listen queue, /healthz probes too.
@@ -102,5 +105,5 @@ def migrate() -> None:
     """
     settings = validated_settings()
     with database(settings) as dsn:
-        apply_migrations(dsn)
+        apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         _log.info("migrated")

@@ -22,10 +22,13 @@ from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
 from loopwise.service.http import health
 from loopwise.service.http import metrics as metrics_routes
-from loopwise.service.http.admission import Admission, AdmissionControl
+from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
+from loopwise.service.http.compression import Compression
+from loopwise.service.http.drain import Drain
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
-from loopwise.service.http.problems import document_problems, install_problem_handlers
+from loopwise.service.http.openapi import DESCRIPTION, document_api
+from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
 from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
 from loopwise.service.logs import configure_logging, get_logger
@@ -42,14 +45,22 @@ class MissingDatabaseUrl(RuntimeError):
     """The app was built without a database URL; the CLI provides one in embedded mode."""
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``, which must name a database by URL."""
+def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
+    """Build the app for ``settings``, which must name a database by URL.
+
+    Args:
+        settings: validated settings; ``database_url`` must be set.
+        handle_sigterm: make SIGTERM start a drain (``service/http/drain.py``); for server
+            workers only, whose lifespan runs on the loop granian serves from.
+    """
     if settings.database_url is None:
         raise MissingDatabaseUrl(
             "create_app needs settings.database_url; `loopwise serve` starts an embedded "
             "PostgreSQL and sets it"
         )
     dsn = str(settings.database_url)
+    # LISTEN needs a session of its own: behind a transaction pooler, the direct URL.
+    listen_dsn = settings.direct_dsn(dsn)
     # Built with the app, not in the lifespan: the middleware below observes into it.
     metrics = Metrics()
     gate = Admission(
@@ -58,9 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
         wait=settings.admission_wait,
     )
 
+    drain = Drain(delay=settings.drain_delay)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            if handle_sigterm:
+                await stack.enter_async_context(drain.handling_sigterm())
             blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track_database(db)
@@ -73,7 +88,9 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.track_pool(passwords.pool)
             sessions = await stack.enter_async_context(
                 SessionCache(
-                    dsn, ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+                    listen_dsn,
+                    ttl=settings.session_cache_ttl,
+                    max_entries=settings.session_cache_size,
                 )
             )
             metrics.track_session_cache(sessions.stats)
@@ -88,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
-                    Worker.from_settings(settings, db.pool, job_handlers(settings), dsn)
+                    Worker.from_settings(settings, db.pool, job_handlers(settings), listen_dsn)
                 )
                 metrics.track_job_worker(worker.stats)
             metrics.track_admission(gate)
@@ -98,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
             _log.info("started", pool_max=settings.db_pool_max, schema_revision=revision)
             yield AppState(
                 settings=settings,
+                drain=drain,
                 db=db,
                 schema_revision=revision,
                 blocking=blocking,
@@ -116,8 +134,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="loopwise",
         summary="An async account service built on production-grade async patterns.",
+        description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
+        license_info={"name": "MIT", "identifier": "MIT"},
+        # Relative: the server that served this document, wherever it is deployed.
+        servers=[{"url": "/", "description": "The server that serves this document."}],
         # FastAPI's own OpenTelemetry instrumentation asks for the global providers on
         # every request even when none is configured; with LOOPWISE_OTEL_ENABLED off (we
         # export Prometheus) that is skipped. On, FastAPI's defaults apply.
@@ -126,11 +148,15 @@ def create_app(settings: Settings) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
-    document_problems(app)
+    document_api(app, shed_exempt=EXEMPT_PATHS)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
         _add_routes(app, metrics_routes.router)
     # Added last runs first: the request id exists before anything else can log.
+    if settings.gzip_min_bytes:
+        # Innermost: the access log and metrics see the status, and a request shed by
+        # admission control never reaches it.
+        app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxies, networks=settings.trusted_proxies)
@@ -197,4 +223,4 @@ def create_app_from_env() -> FastAPI:
     """Factory for server workers: settings come from the environment the CLI prepared."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    return create_app(settings, handle_sigterm=True)

@@ -7,6 +7,28 @@
 Requests never open connections of their own: they borrow one from this pool, which the
 app's lifespan owns. ``statement_timeout`` is set per connection so a runaway query is
 stopped by PostgreSQL itself, not only abandoned by the client.
+
+Behind a transaction-pooling PgBouncer (``pooled=True``) a client connection is not a
+server session: consecutive transactions run on whichever server connection is free. So:
+
+- no cached (named) prepared statements: PgBouncer 1.18 (Debian 12) forwards a named
+  ``Parse`` to one server and the next ``Bind`` may reach another ("prepared statement
+  does not exist"); protocol-level support came in 1.21 (``max_prepared_statements``).
+  With ``statement_cache_size=0`` asyncpg uses the unnamed statement and re-sends its
+  Parse with every Bind ("assuming people are running PgBouncer", asyncpg's
+  ``connection.py``), so no statement outlives its round trip. The price is a Parse per
+  query and no cached plan (docs/operations/capacity.md has the measured cost);
+- no session-level tricks: asyncpg turns ``jit`` off around its type introspection with
+  session ``set_config`` calls, which a pooler may spread over three servers, so the
+  introspection runs JIT-compiled (seconds on a busy server). Set ``jit = off`` for the
+  role instead (``ALTER ROLE ... SET jit = off``, good for short OLTP queries anyway);
+  :meth:`Database.open` warns when it finds JIT on;
+- no per-connection settings: PgBouncer refuses startup parameters it does not track
+  (``statement_timeout``) and a ``SET`` would leak to other clients. Transactions opened
+  with :func:`transaction` carry them as ``SET LOCAL`` instead; single statements are
+  bounded by asyncpg's ``command_timeout``, which cancels through PgBouncer (a cancel
+  request it forwards to the right server), and PgBouncer's own ``query_timeout`` and
+  ``idle_transaction_timeout`` stand behind both (``deploy/pgbouncer``).
 """
 
 from __future__ import annotations
@@ -16,7 +38,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -25,6 +47,7 @@ import asyncpg.pool
 
 from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
 __all__ = [
@@ -34,7 +57,10 @@ __all__ = [
     "EmbeddedUnavailable",
     "PoolExhausted",
     "embedded_postgres",
+    "transaction",
 ]
+
+_log = get_logger("loopwise.db")
 
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
@@ -67,12 +93,16 @@ class _BoundedWaitPool(asyncpg.Pool):
         *args: Any,
         acquire_timeout: float,
         on_wait: Callable[[float], None],
+        transaction_sql: str | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
         self._on_wait = on_wait
         self.waiting = 0
+        # SET LOCAL statements every transaction() starts with; None when the connection
+        # carries the settings itself (no pooler).
+        self.transaction_sql = transaction_sql
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         bound = self._acquire_timeout if timeout is None else timeout
@@ -110,8 +140,10 @@ class Database(AsyncResource):
         max_size: int = 10,
         statement_timeout: float = 5.0,
         acquire_timeout: float = 2.0,
+        pooled: bool = False,
     ) -> None:
         self.dsn = dsn
+        self.pooled = pooled
         self.acquire_timeout = acquire_timeout
         self._min_size = min_size
         self._max_size = max_size
@@ -128,6 +160,7 @@ class Database(AsyncResource):
             max_size=settings.db_pool_max,
             statement_timeout=settings.db_statement_timeout,
             acquire_timeout=settings.db_acquire_timeout,
+            pooled=settings.pooled,
         )
 
     @property
@@ -148,10 +181,32 @@ class Database(AsyncResource):
     async def open(self) -> None:
         if self._state is not ResourceState.UNOPENED:
             raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
+        statement_ms = int(self._statement_timeout * 1000)
+        # A connection left idle in a transaction holds locks; end it.
+        idle_ms = int(max(self._statement_timeout * 2, 10) * 1000)
+        if self.pooled:
+            server_settings = {"application_name": "loopwise"}  # PgBouncer tracks this one
+            transaction_sql: str | None = (
+                f"SET LOCAL statement_timeout = {statement_ms};"
+                f" SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"
+            )
+            # The client's own timeout is the statement's only bound outside transaction():
+            # asyncpg cancels the query on the server when it fires.
+            command_timeout = self._statement_timeout
+        else:
+            server_settings = {
+                "application_name": "loopwise",
+                "statement_timeout": str(statement_ms),
+                "idle_in_transaction_session_timeout": str(idle_ms),
+            }
+            transaction_sql = None
+            # The client-side timeout is a backstop a little past the server's own.
+            command_timeout = self._statement_timeout + 1.0
         pool = _BoundedWaitPool(
             self.dsn,
             acquire_timeout=self.acquire_timeout,
             on_wait=self._acquire_waited,
+            transaction_sql=transaction_sql,
             min_size=self._min_size,
             max_size=self._max_size,
             max_queries=50_000,
@@ -159,21 +214,23 @@ class Database(AsyncResource):
             loop=None,
             connection_class=asyncpg.Connection,
             record_class=asyncpg.Record,
-            # The client-side timeout is a backstop a little past the server's own.
-            command_timeout=self._statement_timeout + 1.0,
+            command_timeout=command_timeout,
             reset=_keep_session_state,
-            server_settings={
-                "application_name": "loopwise",
-                "statement_timeout": str(int(self._statement_timeout * 1000)),
-                # A connection left idle in a transaction holds locks; end it.
-                "idle_in_transaction_session_timeout": str(
-                    int(max(self._statement_timeout * 2, 10) * 1000)
-                ),
-            },
+            server_settings=server_settings,
+            # 0 = unnamed statements only, which survive transaction pooling (see above).
+            statement_cache_size=0 if self.pooled else 100,
         )
         await pool  # connects min_size connections
         self._pool = pool
         self._state = ResourceState.OPENED
+        if self.pooled and self._min_size > 0:
+            jit = await self._pool.fetchval("SHOW jit")
+            if jit != "off":
+                _log.warning(
+                    "pooled_jit_on",
+                    hint="ALTER ROLE <loopwise role> SET jit = off: asyncpg's type "
+                    "introspection cannot turn it off through a transaction pooler",
+                )
 
     async def aclose(self) -> None:
         if self._state is ResourceState.OPENED and self._pool is not None:
@@ -183,6 +240,24 @@ class Database(AsyncResource):
     async def __aenter__(self) -> Self:
         await self.open()
         return self
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+    """A pooled connection inside a transaction, with the pool's per-transaction settings.
+
+        async with transaction(pool) as conn:
+            await conn.execute(...)
+
+    Behind a transaction pooler the timeouts a direct connection carries for its session
+    are set here with ``SET LOCAL`` (one more round trip per transaction, right after
+    ``BEGIN``); without a pooler this is just ``acquire`` + ``transaction``.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        sql = getattr(pool, "transaction_sql", None)
+        if sql is not None:
+            await conn.execute(sql)
+        yield conn
 
 
 async def _keep_session_state(conn: asyncpg.Connection) -> None:

@@ -103,7 +103,11 @@ class _SessionBearer(HTTPBearer):
     """
 
     def __init__(self) -> None:
-        super().__init__(auto_error=False, description="The token `POST /login` returned.")
+        super().__init__(
+            auto_error=False,
+            scheme_name="BearerAuth",
+            description="The token `POST /login` returned.",
+        )
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]  # returns the caller, not the credentials
         header = request.headers.get("authorization", "")

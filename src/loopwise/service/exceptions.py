@@ -6,7 +6,9 @@
     ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409
+    ├── PreconditionFailed    412  (If-Match / If-Unmodified-Since did not hold)
     ├── PayloadTooLarge       413
+    ├── PreconditionRequired  428  (a whole-resource write without a precondition)
     ├── TooManyRequests       429  (carries retry_after)
     └── Unavailable           503  (carries retry_after)
 
@@ -21,6 +23,8 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
+    "PreconditionRequired",
     "ServiceError",
     "TooManyRequests",
     "Unauthenticated",
@@ -63,8 +67,16 @@ class Conflict(ServiceError):
     status, title = 409, "Conflict"
 
 
+class PreconditionFailed(ServiceError):
+    status, title = 412, "Precondition Failed"
+
+
 class PayloadTooLarge(ServiceError):
     status, title = 413, "Content Too Large"
+
+
+class PreconditionRequired(ServiceError):
+    status, title = 428, "Precondition Required"
 
 
 class _RetryLater(ServiceError):

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     # Where the data lives. No URL means an embedded PostgreSQL under `data_dir`.
     database_url: str | None = None
+    # Behind a transaction-pooling PgBouncer (docs/operations/cluster.md, "PgBouncer"):
+    # set this to a URL that reaches PostgreSQL itself. LISTEN (session cache, job
+    # wake-ups) and migrations use it, and queries on the pooled URL then run without
+    # cached prepared statements or per-connection settings. Unset: no pooler in between.
+    database_direct_url: str | None = None
     data_dir: Path = Path(".loopwise")
     migrate_on_start: bool | None = Field(
         default=None,
@@ -65,8 +70,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_grace: PositiveSeconds = 10.0
     ready_timeout: PositiveSeconds = 1.0  # /readyz gives PostgreSQL this long to answer
+    # Rolling deploys (docs/operations/cluster.md, "Drain"): seconds after SIGTERM during
+    # which /readyz answers 503 while every other request is served, so a load balancer
+    # takes the instance out of rotation before it stops accepting. 5 s covers HAProxy's
+    # `inter 1s fall 2` with margin and a Kubernetes readiness probe every 2 s; 0 stops at once.
+    drain_delay: float = Field(default=5.0, ge=0, le=600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # Overload (README "Overload"): requests in flight per process; the excess is answered
+    # Overload (docs/operations/overload.md): requests in flight per process; the excess is answered
     # 503 with Retry-After at once instead of queueing. Connections each worker holds open
     # (granian's backpressure): far above the request limit, since idle keep-alive
     # connections cost the app nothing and one refused would stall in the listen backlog.
@@ -78,7 +88,7 @@ class Settings(BaseSettings):
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list, max_length=64)
 
-    # Never block the event loop (README: "Never block the event loop").
+    # Never block the event loop (docs/patterns/never-block.md).
     watchdog_enabled: bool = True
     watchdog_threshold: float = Field(default=0.1, gt=0, le=60)  # seconds: a stall
     watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
@@ -87,6 +97,9 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
+    # Responses: gzip bodies of at least this many bytes when the client accepts gzip
+    # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.
+    gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
     # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
     otel_enabled: bool = False
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended
@@ -100,7 +113,7 @@ class Settings(BaseSettings):
     )
     password_hash_queue: int = Field(default=64, ge=0, le=10_000)
     # Linux: the hashing threads' CPU priority, "idle" (SCHED_IDLE) or "nice:N" (0-19), so a
-    # burst of hashing cannot starve the loop (README: "Registration storms").
+    # burst of hashing cannot starve the loop (docs/operations/passwords.md).
     password_hash_priority: Priority = ThreadPriority(idle=True)
     # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
     password_hash_deadline: PositiveSeconds = 10.0
@@ -110,7 +123,7 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
-    # (README "Sessions in memory"); a TTL of 0 turns the cache off.
+    # (docs/operations/sessions.md); a TTL of 0 turns the cache off.
     session_cache_ttl: float = Field(default=60, ge=0, le=3600)
     session_cache_size: int = Field(default=100_000, ge=1, le=10_000_000)
     # One deadline for GET /users/me/overview, its downstream branches included.
@@ -154,7 +167,7 @@ class Settings(BaseSettings):
     jobs_prune_after: float = Field(default=7 * 86400.0, gt=0, le=365 * 86400.0)
     jobs_prune_every: PositiveSeconds = 3600.0
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         # Not pydantic's PostgresDsn: it refuses a Unix-socket URL (empty host, ?host=/dir),
@@ -184,6 +197,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _direct_url_needs_a_pooled_one(self) -> Settings:
+        if self.database_direct_url is not None and self.database_url is None:
+            raise ValueError("database_direct_url needs database_url (the pooled URL) too")
+        return self
+
+    @model_validator(mode="after")
     def _jobs_rules(self) -> Settings:
         if self.jobs_backoff_base > self.jobs_backoff_max:
             raise ValueError("jobs_backoff_base must not exceed jobs_backoff_max")
@@ -195,6 +214,15 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no database URL is set and loopwise runs its own PostgreSQL."""
         return self.database_url is None
+
+    @property
+    def pooled(self) -> bool:
+        """True when the database URL goes through a transaction pooler (a direct URL is set)."""
+        return self.database_direct_url is not None
+
+    def direct_dsn(self, dsn: str) -> str:
+        """Where LISTEN and migrations connect: the direct URL, else ``dsn`` itself."""
+        return self.database_direct_url or dsn
 
     @property
     def password_hash_threads(self) -> int:

@@ -9,6 +9,7 @@ from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
+from loopwise.service.http.drain import Drain
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.jobs import BackgroundWork, Worker
 from loopwise.service.settings import Settings
@@ -18,6 +19,7 @@ __all__ = ["AppState"]
 
 class AppState(TypedDict):
     settings: Settings
+    drain: Drain  # draining: /readyz answers 503 while the instance leaves rotation
     db: Database
     # The newest migration this code ships; /readyz compares the database against it.
     schema_revision: str | None

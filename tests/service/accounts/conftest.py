@@ -25,6 +25,11 @@ class Account:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    @property
+    def overwriting(self) -> dict[str, str]:
+        """Headers of a whole-resource write that overwrites whatever is there."""
+        return {**self.headers, "If-Match": "*"}
+
 
 MakeAccount = Callable[..., Awaitable[Account]]
 

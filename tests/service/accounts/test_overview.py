@@ -28,7 +28,7 @@ async def test_overview_gathers_profile_orders_and_preferences(
             json={"items": [{**ITEM, "quantity": n + 1}]},
         )
     await client.post("/users/me/orders", headers=bob.headers, json={"items": [ITEM]})
-    await client.put("/users/me/preferences", headers=alice.headers, json={"theme": "dark"})
+    await client.put("/users/me/preferences", headers=alice.overwriting, json={"theme": "dark"})
     response = await client.get("/users/me/overview", headers=alice.headers)
     assert response.status_code == 200
     body = response.json()

@@ -47,11 +47,11 @@ async def test_defaults_until_set(client: httpx.AsyncClient, alice: Account) -> 
 async def test_put_replaces_the_document(client: httpx.AsyncClient, alice: Account) -> None:
     """PUT stores the document whole; absent keys return to their defaults."""
     first = {"language": "pt-BR", "timezone": "America/Sao_Paulo", "theme": "dark"}
-    response = await client.put("/users/me/preferences", headers=alice.headers, json=first)
+    response = await client.put("/users/me/preferences", headers=alice.overwriting, json=first)
     assert response.status_code == 200
     assert response.json() == {**DEFAULTS, **first}
     second = {"marketing_emails": True}
-    await client.put("/users/me/preferences", headers=alice.headers, json=second)
+    await client.put("/users/me/preferences", headers=alice.overwriting, json=second)
     read = await client.get("/users/me/preferences", headers=alice.headers)
     assert read.json() == {**DEFAULTS, **second}
 
@@ -60,7 +60,7 @@ async def test_preferences_are_per_user(
     client: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:
     """One user's preferences never show up for another."""
-    await client.put("/users/me/preferences", headers=alice.headers, json={"theme": "dark"})
+    await client.put("/users/me/preferences", headers=alice.overwriting, json={"theme": "dark"})
     response = await client.get("/users/me/preferences", headers=bob.headers)
     assert response.json() == DEFAULTS
 
@@ -68,7 +68,9 @@ async def test_preferences_are_per_user(
 async def test_invalid_documents_are_422(client: httpx.AsyncClient, alice: Account) -> None:
     """Unknown keys, unknown zones, wrong types and out-of-range values are 422."""
     for document in BAD_DOCUMENTS:
-        response = await client.put("/users/me/preferences", headers=alice.headers, json=document)
+        response = await client.put(
+            "/users/me/preferences", headers=alice.overwriting, json=document
+        )
         assert response.status_code == 422, document
         assert response.headers["content-type"] == "application/problem+json"
     read = await client.get("/users/me/preferences", headers=alice.headers)
@@ -78,7 +80,7 @@ async def test_invalid_documents_are_422(client: httpx.AsyncClient, alice: Accou
 async def test_unknown_zone_names_the_field(client: httpx.AsyncClient, alice: Account) -> None:
     """A time zone outside the IANA database is a field error on `timezone`."""
     response = await client.put(
-        "/users/me/preferences", headers=alice.headers, json={"timezone": "Nowhere/Land"}
+        "/users/me/preferences", headers=alice.overwriting, json={"timezone": "Nowhere/Land"}
     )
     assert response.json()["errors"][0]["loc"] == ["body", "timezone"]
 

@@ -15,12 +15,18 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
+from loopwise.service.http.responses import HASHING_BUSY, LOGIN_THROTTLED, Answer, declare
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["auth"])
+
+WRONG_CREDENTIALS = Answer(
+    401, "Wrong email or password (one answer for both).", ("WWW-Authenticate",)
+)
 
 
 class Credentials(BaseModel):
@@ -31,6 +37,9 @@ class Credentials(BaseModel):
 
 
 class Token(BaseModel):
+    # Every key is always sent: required in the schema, defaults included.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme's name, not a secret
     expires_at: datetime
@@ -41,10 +50,7 @@ _FIND_LOGIN = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1
 
 @router.post(
     "/login",
-    responses={
-        401: {"description": "Wrong email or password (one answer for both)."},
-        429: {"description": "Too many failures for this account or address."},
-    },
+    responses=declare(WRONG_CREDENTIALS, LOGIN_THROTTLED, HASHING_BUSY),
 )
 async def login(
     body: Credentials,
@@ -67,7 +73,7 @@ async def login(
     # The cost parameters were raised since this hash was made: upgrade it now, the only
     # moment the plain password is at hand (and before holding a connection).
     new_hash = await passwords.hash(body.password) if passwords.needs_rehash(stored) else None
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         await throttle.clear_account(conn)
         if new_hash is not None:
             await conn.execute(

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.deps import CurrentUser, Pool
 from loopwise.service.exceptions import BadRequest, NotFound
+from loopwise.service.http.responses import Answer, declare
 
 __all__ = [
     "BIGINT_MAX",
+    "NewOrderItem",
     "Order",
     "OrderItem",
     "OrderPage",
@@ -36,24 +38,41 @@ __all__ = [
 
 router = APIRouter(tags=["orders"])
 
+BAD_CURSOR = Answer(400, "`cursor` is not one this service returned.")
+NO_SUCH_ORDER = Answer(404, "No such order among yours (anyone else's is 404 too).")
+
 BIGINT_MAX = 2**63 - 1
 MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE_CENTS = 100, 1000, 10**9
 
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class OrderItem(BaseModel):
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+UnitPrice = Annotated[int, Field(ge=0, le=MAX_UNIT_PRICE_CENTS)]
+
+
+class NewOrderItem(BaseModel):
+    """A line of an order being placed: strict, unknown keys refused."""
+
     model_config = ConfigDict(strict=True, extra="forbid")
 
     sku: Sku
-    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
-    unit_price_cents: Annotated[int, Field(ge=0, le=MAX_UNIT_PRICE_CENTS)]
+    quantity: Quantity
+    unit_price_cents: UnitPrice
+
+
+class OrderItem(BaseModel):
+    """A line of a stored order. Open for additions: clients should ignore unknown keys."""
+
+    sku: str
+    quantity: int
+    unit_price_cents: int
 
 
 class NewOrder(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    items: Annotated[list[OrderItem], Field(min_length=1, max_length=MAX_ITEMS)]
+    items: Annotated[list[NewOrderItem], Field(min_length=1, max_length=MAX_ITEMS)]
 
 
 class Order(BaseModel):
@@ -70,7 +89,7 @@ class OrderPage(BaseModel):
     )
 
 
-def order_total(items: Sequence[OrderItem]) -> int:
+def order_total(items: Sequence[NewOrderItem | OrderItem]) -> int:
     """The sum of quantity * unit price, checked to fit PostgreSQL's bigint.
 
     Raises:
@@ -166,10 +185,11 @@ async def place_order(body: NewOrder, caller: CurrentUser, pool: Pool) -> Order:
         [item.unit_price_cents for item in body.items],
     )
     assert row is not None
-    return Order(id=row["id"], items=body.items, total_cents=total, created_at=row["created_at"])
+    items = [OrderItem(**item.model_dump()) for item in body.items]
+    return Order(id=row["id"], items=items, total_cents=total, created_at=row["created_at"])
 
 
-@router.get("/users/me/orders")
+@router.get("/users/me/orders", responses=declare(BAD_CURSOR))
 async def list_orders(
     caller: CurrentUser,
     pool: Pool,
@@ -185,7 +205,7 @@ async def list_orders(
     return OrderPage(items=orders, next_cursor=next_cursor)
 
 
-@router.get("/users/me/orders/{order_id}", responses={404: {"description": "Not your order."}})
+@router.get("/users/me/orders/{order_id}", responses=declare(NO_SUCH_ORDER))
 async def read_order(
     order_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], caller: CurrentUser, pool: Pool
 ) -> Order:

@@ -4,8 +4,8 @@ Gathered with :func:`loopwise.patterns.fan_out` under one deadline for the reque
 (``LOOPWISE_OVERVIEW_DEADLINE``), counted from its arrival: authentication (and any wait
 for a pooled connection) spends the same budget the user waits on. Everything that lives
 in PostgreSQL is ONE required branch running ONE fused query: measured on 2 cores, one
-round trip beat the same reads fanned out over pooled connections (see the README's "Why
-these parts"). Fan-out pays across different resources: downstream services join as
+round trip beat the same reads fanned out over pooled connections (see
+docs/decisions/index.md). Fan-out pays across different resources: downstream services join as
 optional branches, each with its own timeout and fallback, and the parts that fell back
 are named in ``degraded``.
 """
@@ -28,12 +28,16 @@ from loopwise.service.accounts.sessions import Caller
 from loopwise.service.accounts.users import User
 from loopwise.service.deps import CurrentUser, Downstreams_, Pool, Settings_
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.http.responses import Answer, declare
 
 __all__ = ["Overview", "router"]
 
 router = APIRouter(tags=["overview"])
 
 RECENT_ORDERS = 5
+DEADLINE_MISSED = Answer(
+    503, "Your own data could not be gathered within the deadline.", ("Retry-After",)
+)
 
 
 class _Stored(BaseModel):
@@ -91,7 +95,7 @@ async def _deadline_from_arrival(settings: Settings_) -> AsyncIterator[None]:
 @router.get(
     "/users/me/overview",
     dependencies=[Depends(_deadline_from_arrival)],
-    responses={503: {"description": "A required part missed the request's deadline."}},
+    responses=declare(DEADLINE_MISSED),
 )
 async def read_overview(
     caller: CurrentUser, pool: Pool, settings: Settings_, downstreams: Downstreams_

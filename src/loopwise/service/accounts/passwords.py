@@ -21,7 +21,7 @@ from them the moment they wake up: a request never waits behind a hash for its c
 
 The trade-off: hashing gets only CPU time nothing else wants, so when the cores stay busy,
 registrations and logins slow down (the benchmark's storm beside 1,000 reads/s still
-registered; see the README's "Registration storms"). Their wait is bounded: past
+registered; see docs/operations/passwords.md). Their wait is bounded: past
 ``password_hash_queue`` waiting callers the next gets 503 at once, and a caller with a
 deadline waits only within it. An operator who prefers hashing to keep a guaranteed share
 sets ``nice:N`` instead.
@@ -69,7 +69,15 @@ def _not_trivial(value: str) -> str:
 
 
 NewPassword = Annotated[
-    str, Field(min_length=_MIN_LENGTH, max_length=_MAX_LENGTH), AfterValidator(_not_trivial)
+    str,
+    Field(
+        min_length=_MIN_LENGTH,
+        max_length=_MAX_LENGTH,
+        # The schema cannot express the last two rules; the description is the contract.
+        description="8 to 128 characters, not only whitespace, and at least 3 different "
+        "characters (`aaaaaaaa` and `abababab` are refused with 422).",
+    ),
+    AfterValidator(_not_trivial),
 ]
 """A password a user may choose: 8 to 128 characters, not trivially repetitive."""
 

@@ -8,40 +8,83 @@ loaded once at start-up off the event loop (reading them walks the tz database o
 
 from __future__ import annotations
 
+import json
 import zoneinfo
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopwise.service.db import transaction
 from loopwise.service.deps import CurrentUser, Pool, Timezones
+from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
+from loopwise.service.http.responses import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    PRECONDITION_REQUIRED,
+    conditional_headers,
+    declare,
+)
 
-__all__ = ["Preferences", "load_timezones", "router"]
+__all__ = ["Preferences", "PreferencesUpdate", "load_timezones", "router"]
 
 router = APIRouter(tags=["preferences"])
 
+Language = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$",
+        max_length=35,
+        description="A BCP 47 language tag, e.g. `en`, `pt-BR`.",
+    ),
+]
+Timezone = Annotated[
+    str, Field(max_length=64, description="An IANA time zone, e.g. `Europe/Paris`.")
+]
+Theme = Literal["system", "light", "dark"]
+PageSize = Annotated[int, Field(ge=1, le=100)]
+
 
 class Preferences(BaseModel):
-    """The preferences document. ``PUT`` replaces it whole; absent keys take defaults."""
+    """Your preferences document, every key present (the defaults until you set any).
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    Open for additions: a later version may add keys, which clients should ignore.
+    """
 
-    language: Annotated[
-        str,
-        Field(
-            pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$",
-            max_length=35,
-            description="A BCP 47 language tag, e.g. `en`, `pt-BR`.",
-        ),
-    ] = "en"
-    timezone: Annotated[
-        str, Field(max_length=64, description="An IANA time zone, e.g. `Europe/Paris`.")
-    ] = "UTC"
-    theme: Literal["system", "light", "dark"] = "system"
+    # Every key is always sent, so the schema requires each (a default would make
+    # generated clients type them as optional).
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    language: Language = "en"
+    timezone: Timezone = "UTC"
+    theme: Theme = "system"
     marketing_emails: bool = False
     order_updates: bool = True
-    page_size: Annotated[int, Field(ge=1, le=100)] = 20
+    page_size: PageSize = 20
+
+
+def _defaults_described(schema: dict[str, Any]) -> None:
+    # A `default` in a request schema makes openapi-typescript type the key as required,
+    # and `PUT {"theme": "dark"}` would not compile; the default is stated in words instead.
+    for field in schema.get("properties", {}).values():
+        if "default" in field:
+            default = json.dumps(field.pop("default"))
+            field["description"] = f"{field.get('description', '')} Absent: `{default}`.".strip()
+
+
+class PreferencesUpdate(BaseModel):
+    """A new preferences document for `PUT`: it replaces the stored one whole, and keys
+    left out take their defaults. Unknown keys are refused (422)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_defaults_described)
+
+    language: Language = "en"
+    timezone: Timezone = "UTC"
+    theme: Theme = "system"
+    marketing_emails: bool = False
+    order_updates: bool = True
+    page_size: PageSize = 20
 
 
 def load_timezones() -> frozenset[str]:
@@ -49,25 +92,58 @@ def load_timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones() | {"UTC"})
 
 
-_READ = "SELECT document FROM preferences WHERE user_id = $1"
-_WRITE = """
+# Version 0 is the defaults, before the first write; `preferences_version` (a trigger)
+# bumps the version when the document changes.
+_READ = "SELECT document, version FROM preferences WHERE user_id = $1"
+_LOCK = "SELECT version, updated_at FROM preferences WHERE user_id = $1 FOR UPDATE"
+_INSERT = """
 INSERT INTO preferences (user_id, document) VALUES ($1, $2::jsonb)
-ON CONFLICT (user_id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
+ON CONFLICT (user_id) DO NOTHING
+RETURNING version
+"""
+_UPDATE = """
+UPDATE preferences SET document = $2::jsonb, updated_at = now() WHERE user_id = $1
+RETURNING version
 """
 
 
-@router.get("/users/me/preferences")
-async def read_preferences(caller: CurrentUser, pool: Pool) -> Preferences:
-    """Your preferences; the defaults until you set any."""
-    document = await pool.fetchval(_READ, caller.id)
-    return Preferences() if document is None else Preferences.model_validate_json(document)
+@router.get(
+    "/users/me/preferences",
+    response_model=Preferences,
+    responses=declare(NOT_MODIFIED, etag=True),
+    openapi_extra=conditional_headers("If-None-Match"),
+)
+async def read_preferences(
+    caller: CurrentUser, pool: Pool, request: Request, response: Response
+) -> Preferences | Response:
+    """Your preferences; the defaults until you set any. `ETag` goes back in `If-Match`."""
+    row = await pool.fetchrow(_READ, caller.id)
+    tag = entity_tag("p", caller.id, 0 if row is None else row["version"])
+    if fresh(request.headers, tag):
+        return not_modified(tag)
+    response.headers["ETag"] = tag
+    return Preferences() if row is None else Preferences.model_validate_json(row["document"])
 
 
-@router.put("/users/me/preferences")
+@router.put(
+    "/users/me/preferences",
+    responses=declare(PRECONDITION_FAILED, PRECONDITION_REQUIRED, etag=True),
+    openapi_extra=conditional_headers("If-Match", "If-Unmodified-Since"),
+)
 async def replace_preferences(
-    body: Preferences, caller: CurrentUser, pool: Pool, timezones: Timezones
+    body: PreferencesUpdate,
+    caller: CurrentUser,
+    pool: Pool,
+    timezones: Timezones,
+    request: Request,
+    response: Response,
 ) -> Preferences:
-    """Replace your preferences with this document."""
+    """Replace your preferences with this document; keys left out take their defaults.
+
+    A whole-document write could undo another client's change unseen, so it needs a
+    precondition: `If-Match` with the `ETag` you read (428 without one, 412 when it is
+    no longer current), or `If-Match: *` to overwrite whatever is there.
+    """
     if body.timezone not in timezones:
         # Raised as a field error so it reads exactly like the schema's own.
         raise RequestValidationError(
@@ -79,5 +155,22 @@ async def replace_preferences(
                 }
             ]
         )
-    await pool.execute(_WRITE, caller.id, body.model_dump_json())
-    return body
+    precondition = Precondition.of(request.headers, "p", caller.id, required=True)
+    document = Preferences.model_validate(body.model_dump())
+    encoded = document.model_dump_json()
+    async with transaction(pool) as conn:
+        # Locked, so the check and the write see the same version. No row yet: version 0,
+        # never written (no date for If-Unmodified-Since); the insert then races only
+        # other first writes, and loses to them as a stale version would.
+        row = await conn.fetchrow(_LOCK, caller.id)
+        if row is None:
+            precondition.check(0, None)
+            version = await conn.fetchval(_INSERT, caller.id, encoded)
+            if version is None:  # another first write committed since our look
+                row = await conn.fetchrow(_LOCK, caller.id)
+                assert row is not None  # preferences rows are deleted only with the user
+        if row is not None:
+            precondition.check(row["version"], row["updated_at"])
+            version = await conn.fetchval(_UPDATE, caller.id, encoded)
+    response.headers["ETag"] = entity_tag("p", caller.id, version)
+    return document

@@ -7,7 +7,7 @@ Authentication is the one query on the hottest path (``GET /users/{id}``). A ses
 changes rarely (logout, a password or name change), so each process keeps the callers
 it has loaded and asks PostgreSQL again only on a miss.
 
-Consistency rule (README, "Sessions in memory"):
+Consistency rule (docs/operations/sessions.md):
 
 - Every change to a session or to a user's public fields is announced by a trigger on
   channel ``loopwise_auth`` (migration 0004) when its transaction commits, whoever

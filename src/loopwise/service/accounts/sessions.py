@@ -41,6 +41,7 @@ class Caller:
     role: str
     created_at: datetime
     token_hash: bytes
+    version: int = 1  # users.version: the profile's ETag (service/conditional.py)
 
     @property
     def is_admin(self) -> bool:
@@ -53,7 +54,7 @@ def hash_token(token: str) -> bytes:
 
 _LOAD_CALLER = """
 SELECT u.id, u.email, u.display_name, u.role, u.created_at,
-       extract(epoch FROM s.expires_at - now())::float8
+       extract(epoch FROM s.expires_at - now())::float8, u.version
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
 """
@@ -68,7 +69,7 @@ async def load_caller(pool: asyncpg.Pool, token_hash: bytes) -> tuple[Caller, fl
     row = await pool.fetchrow(_LOAD_CALLER, token_hash)
     if row is None:
         return None
-    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash), row[5]
+    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash, row[6]), row[5]
 
 
 # Logging in also drops the user's sessions that have expired, so the table stays the

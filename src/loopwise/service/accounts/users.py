@@ -11,15 +11,25 @@ from datetime import datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
-from loopwise.service.db import Connection
+from loopwise.service.db import Connection, transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Conflict, Forbidden, NotFound
+from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
+from loopwise.service.http.responses import (
+    HASHING_BUSY,
+    LOGIN_THROTTLED,
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    Answer,
+    conditional_headers,
+    declare,
+)
 from loopwise.service.jobs.welcome import enqueue_welcome_email
 
 __all__ = ["DisplayName", "User", "create_user", "router"]
@@ -27,6 +37,12 @@ __all__ = ["DisplayName", "User", "create_user", "router"]
 router = APIRouter(tags=["users"])
 
 BIGINT_MAX = 2**63 - 1
+
+EMAIL_TAKEN = Answer(409, "An account with this email exists (compared case-insensitively).")
+NO_SUCH_USER = Answer(404, "No such user visible to you: any id but your own.")
+USER_GONE = Answer(404, "Your account was deleted meanwhile.")
+WRONG_CURRENT_PASSWORD = Answer(403, "`current_password` is wrong.")
+PASSWORD_CHANGED = Answer(409, "The password was changed meanwhile by another request.")
 
 
 def _printable(value: str) -> str:
@@ -108,7 +124,7 @@ async def create_user(conn: Connection, email: str, display_name: str, password_
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "The email is taken."}},
+    responses=declare(EMAIL_TAKEN, HASHING_BUSY),
 )
 async def register(body: Registration, pool: Pool, passwords: Hasher, settings: Settings_) -> User:
     """Create an account; its welcome email is sent in the background, and never lost.
@@ -119,7 +135,7 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     waits for the mail server.
     """
     password_hash = await passwords.hash(body.password)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         user = await create_user(conn, body.email, body.display_name, password_hash)
         await enqueue_welcome_email(
             conn,
@@ -130,13 +146,25 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     return user
 
 
-@router.get("/users/me")
-async def read_me(caller: CurrentUser) -> User:
-    """The authenticated user."""
+@router.get(
+    "/users/me",
+    response_model=User,
+    responses=declare(NOT_MODIFIED, etag=True),
+    openapi_extra=conditional_headers("If-None-Match"),
+)
+async def read_me(caller: CurrentUser, request: Request, response: Response) -> User | Response:
+    """The authenticated user; `ETag` is the version to send back in `If-Match`."""
+    # The version came with the caller (the session's one query, or the cache): no query.
+    tag = entity_tag("u", caller.id, caller.version)
+    if fresh(request.headers, tag):
+        return not_modified(tag)
+    response.headers["ETag"] = tag
     return User.of(caller)
 
 
-@router.get("/users/{user_id}", responses={404: {"description": "No such user visible."}})
+# No ETag here: this is the hottest route, it cannot change the user, and `/users/me` is
+# the resource to revalidate and update.
+@router.get("/users/{user_id}", responses=declare(NO_SUCH_USER))
 async def read_user(
     user_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], caller: CurrentUser
 ) -> User:
@@ -148,18 +176,32 @@ async def read_user(
     return User.of(caller)
 
 
+# Locked for the transaction: the precondition, the password guard and the writes all see
+# the same row, so a PATCH is applied whole or not at all.
+_LOCK_USER = """
+SELECT id, email, display_name, created_at, version, updated_at, password_hash
+FROM users WHERE id = $1 FOR UPDATE
+"""
+# `users_version` (a trigger) bumps `version` when the name changes.
 _UPDATE_NAME = """
 UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1
-RETURNING id, email, display_name, created_at
+RETURNING id, email, display_name, created_at, version
 """
-_UPDATE_HASH = (
-    "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1 AND password_hash = $3"
-)
+_UPDATE_HASH = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"
 
 
 @router.patch(
     "/users/me",
-    responses={403: {"description": "`current_password` is wrong."}},
+    responses=declare(
+        WRONG_CURRENT_PASSWORD,
+        USER_GONE,
+        PASSWORD_CHANGED,
+        PRECONDITION_FAILED,
+        LOGIN_THROTTLED,
+        HASHING_BUSY,
+        etag=True,
+    ),
+    openapi_extra=conditional_headers("If-Match", "If-Unmodified-Since"),
 )
 async def update_me(
     body: UserUpdate,
@@ -169,26 +211,49 @@ async def update_me(
     settings: Settings_,
     address: ClientAddress,
     sessions: Sessions,
+    request: Request,
+    response: Response,
 ) -> User:
-    """Change the display name and/or the password; a new password ends other sessions."""
-    user = User.of(caller)
+    """Change the display name and/or the password; a new password ends other sessions.
+
+    Only the fields sent change, so `If-Match` is optional here (412 when it names an old
+    version); the new `ETag` comes back with the result.
+    """
+    precondition = Precondition.of(request.headers, "u", caller.id, required=False)
+    verified: tuple[str, str] | None = None
+    if body.password is not None and body.current_password is not None:
+        verified = await _verify_and_hash(
+            pool, passwords, caller, body.current_password, body.password, settings, address
+        )
     try:
-        if body.password is not None and body.current_password is not None:
-            await _change_password(
-                pool, passwords, caller, body.current_password, body.password, settings, address
-            )
-        if body.display_name is not None:
-            row = await pool.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
+        async with transaction(pool) as conn:
+            row = await conn.fetchrow(_LOCK_USER, caller.id)
             if row is None:
                 raise NotFound("The user no longer exists.")
-            user = User(**dict(row))
+            precondition.check(row["version"], row["updated_at"])
+            if verified is not None:
+                stored, new_hash = verified
+                # A concurrent change since we verified wins, not this one.
+                if row["password_hash"] != stored:
+                    raise Conflict("The password changed meanwhile; try again.")
+                await conn.execute(_UPDATE_HASH, caller.id, new_hash)
+                await revoke_other_sessions(conn, caller.id, keep=caller.token_hash)
+            if body.display_name is not None:
+                row = await conn.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
+                assert row is not None  # locked above
     finally:
         # Read your own writes on this process at once; PostgreSQL tells the others.
         sessions.forget_user(caller.id)
-    return user
+    response.headers["ETag"] = entity_tag("u", caller.id, row["version"])
+    return User(
+        id=row["id"],
+        email=row["email"],
+        display_name=row["display_name"],
+        created_at=row["created_at"],
+    )
 
 
-async def _change_password(
+async def _verify_and_hash(
     pool: asyncpg.Pool,
     passwords: Hasher,
     caller: Caller,
@@ -196,18 +261,19 @@ async def _change_password(
     new: str,
     settings: Settings_,
     address: str,
-) -> None:
+) -> tuple[str, str]:
+    """Check ``current`` and hash ``new`` (both off the loop, outside any transaction).
+
+    Returns:
+        The stored hash that was verified, and the new hash.
+    """
     # Guessing the current password with a stolen token is a login attempt: same throttle.
     throttle = LoginThrottle.for_attempt(settings, caller.email, address)
     await throttle.check(pool)
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
+    if stored is None:
+        raise NotFound("The user no longer exists.")
     if not await passwords.verify(stored, current):
         await throttle.record_failure(pool)
         raise Forbidden("current_password is wrong.")
-    new_hash = await passwords.hash(new)
-    async with pool.acquire() as conn, conn.transaction():
-        # `password_hash = $3`: a concurrent change since we verified wins, not this one.
-        changed = await conn.execute(_UPDATE_HASH, caller.id, new_hash, stored)
-        if changed != "UPDATE 1":
-            raise Conflict("The password changed meanwhile; try again.")
-        await revoke_other_sessions(conn, caller.id, keep=caller.token_hash)
+    return stored, await passwords.hash(new)

@@ -2,8 +2,8 @@
 
 ``/healthz`` answers while the process lives and touches nothing else, so a slow database
 never gets a healthy process restarted. ``/readyz`` answers 200 only when PostgreSQL
-answers within ``LOOPWISE_READY_TIMEOUT`` seconds and its schema is the one this code
-was written for.
+answers within ``LOOPWISE_READY_TIMEOUT`` seconds, its schema is the one this code
+was written for, and the instance is not draining after SIGTERM (``service/http/drain.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from pydantic import BaseModel
 
 from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.http.drain import Drain
+from loopwise.service.http.responses import Answer, declare
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+
+NOT_READY = Answer(
+    503, "Not ready: PostgreSQL is unreachable or its schema is not this code's.", ("Retry-After",)
+)
 
 
 class Health(BaseModel):
@@ -37,9 +43,14 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: see `detail`."}})
+@router.get("/readyz", responses=declare(NOT_READY))
 async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
-    """PostgreSQL is reachable and the schema is current."""
+    """PostgreSQL is reachable, the schema is current, and the instance is not draining."""
+    drain: Drain = request.state.drain
+    if drain.draining:
+        # Checked first, and without touching the pool: a draining instance must drop out
+        # of rotation whatever the database says.
+        raise Unavailable("draining: this instance is shutting down", retry_after=1)
     expected: str | None = request.state.schema_revision
     try:
         async with asyncio.timeout(settings.ready_timeout):

@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -24,8 +23,7 @@ from loopwise.service.exceptions import ServiceError
 from loopwise.service.logs import get_logger
 
 __all__ = [
-    "Problem",
-    "document_problems",
+    "MEDIA_TYPE",
     "install_problem_handlers",
     "problem_body",
     "problem_response",
@@ -33,63 +31,6 @@ __all__ = [
 
 _log = get_logger("loopwise.problems")
 MEDIA_TYPE = "application/problem+json"
-
-
-class FieldError(BaseModel):
-    loc: list[str]
-    msg: str
-    type: str | None = None
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details: every error this service answers has this shape."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldError] | None = None  # field-level errors, on 422 only
-
-
-# What any request may meet, whatever its route: bad framing, a body over the limit,
-# invalid fields, a crash, a saturated pool or an unreachable database.
-_EVERYWHERE = (400, 413, 422, 500, 503)
-
-
-def document_problems(app: FastAPI) -> None:
-    """Make the OpenAPI schema say what the handlers do: errors are problem+json.
-
-    FastAPI documents validation errors as its own ``application/json`` shape and knows
-    nothing of the statuses our handlers and middleware produce; this rewrites every
-    4xx/5xx answer to the ``Problem`` schema, adds the statuses any request can meet,
-    and 401 wherever the bearer token is required.
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.pop("HTTPValidationError", None)
-        components.pop("ValidationError", None)
-        problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(problem.pop("$defs", {}))
-        components["Problem"] = problem
-        content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                responses = operation.setdefault("responses", {})
-                statuses = [*_EVERYWHERE, *([401] if operation.get("security") else [])]
-                for status in statuses:
-                    responses.setdefault(str(status), {"description": HTTPStatus(status).phrase})
-                for status, response in responses.items():
-                    if status[0] in "45":
-                        response["content"] = content
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
 def problem_body(status: int, detail: str | None = None, **extra: Any) -> bytes:
@@ -121,7 +62,8 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for error in exc.errors():
         loc = [str(part) for part in error.get("loc", ())]
-        errors.append({"loc": loc, "msg": error.get("msg", "invalid"), "type": error.get("type")})
+        rule = str(error.get("type") or "value_error")  # the schema says: always a string
+        errors.append({"loc": loc, "msg": error.get("msg", "invalid"), "type": rule})
     return errors
 
 

@@ -30,7 +30,9 @@ async def run_worker_process(settings: Settings, dsn: str) -> None:
     try:
         async with (
             Database.from_settings(settings, dsn) as db,
-            Worker.from_settings(settings, db.pool, job_handlers(settings), dsn),
+            Worker.from_settings(
+                settings, db.pool, job_handlers(settings), settings.direct_dsn(dsn)
+            ),
         ):
             await stop.wait()
             _log.info("worker_stopping")
