@@ -27,12 +27,19 @@ from loopwise.service.db import embedded_postgres
 from loopwise.service.migrate import migrate
 from loopwise.service.settings import Settings, load_settings
 from tests.pg import with_database
+from tests.virtual_time import virtual_time_loop
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Tests run on asyncio's loop; ``@pytest.mark.asyncio(loop_factories=[...])`` picks more."""
+    """Tests run on asyncio's loop; ``@pytest.mark.asyncio(loop_factories=[...])`` picks more.
+
+    ``@pytest.mark.virtual_time`` runs the test, fixtures included, on a loop whose clock
+    jumps to the next timer whenever every task waits (trio's autojump clock).
+    """
+    if item.get_closest_marker("virtual_time") is not None:
+        return {"asyncio": virtual_time_loop}
     marker = item.get_closest_marker("asyncio")
     if marker is None or "loop_factories" not in marker.kwargs:
         return {"asyncio": asyncio.new_event_loop}

@@ -105,7 +105,7 @@ async def test_watchdog_names_a_blocking_handler(
     [
         ("watchdog_threshold", 0, "LOOPWISE_WATCHDOG_THRESHOLD"),
         ("blocking_workers", 0, "LOOPWISE_BLOCKING_WORKERS"),
-        ("cpu_queue", -1, "LOOPWISE_CPU_QUEUE"),
+        ("blocking_queue", -1, "LOOPWISE_BLOCKING_QUEUE"),
     ],
 )
 def test_off_loop_settings_are_validated(field: str, bad: int, variable: str) -> None:

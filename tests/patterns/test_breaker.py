@@ -1,4 +1,7 @@
-"""The circuit breaker: opens on a failure ratio, fails fast, half-opens, closes or reopens."""
+"""The circuit breaker: opens on a failure ratio, fails fast, half-opens, closes or reopens.
+
+On virtual time: ``await asyncio.sleep(5.0)`` moves the loop's clock (the breaker's) at once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import asyncio
 import pytest
 
 from loopwise.patterns import CircuitBreaker, CircuitOpen, CircuitState
-from tests.patterns.fake_clock import FakeClock
+
+pytestmark = pytest.mark.virtual_time
 
 Change = tuple[str, CircuitState, CircuitState]
 
 
-def _breaker(clock: FakeClock, changes: list[Change], **kwargs: float) -> CircuitBreaker:
+def _breaker(changes: list[Change], **kwargs: float) -> CircuitBreaker:
     options: dict[str, float] = {"failure_ratio": 0.5, "min_calls": 10, "cool_down": 5.0}
     options.update(kwargs)
     return CircuitBreaker(
@@ -22,7 +26,6 @@ def _breaker(clock: FakeClock, changes: list[Change], **kwargs: float) -> Circui
         cool_down=options["cool_down"],
         probes=int(options.get("probes", 1)),
         on_state_change=lambda *change: changes.append(change),
-        clock=clock,
     )
 
 
@@ -37,10 +40,10 @@ def _open(breaker: CircuitBreaker) -> None:
         _record(breaker, ok=False)
 
 
-def test_opens_at_the_failure_ratio_once_enough_calls() -> None:
+async def test_opens_at_the_failure_ratio_once_enough_calls() -> None:
     """Below `min_calls` nothing opens it; at the ratio with enough calls it opens."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     for _ in range(9):
         _record(breaker, ok=False)
     assert breaker.stats().state is CircuitState.CLOSED  # 9 calls < min_calls
@@ -49,34 +52,34 @@ def test_opens_at_the_failure_ratio_once_enough_calls() -> None:
     assert changes == [("loyalty", CircuitState.CLOSED, CircuitState.OPEN)]
 
 
-def test_stays_closed_below_the_ratio() -> None:
+async def test_stays_closed_below_the_ratio() -> None:
     """Failures below the ratio never open the breaker."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     for n in range(100):
         _record(breaker, ok=n % 3 != 0)  # a third fail
     assert breaker.stats().state is CircuitState.CLOSED
     assert changes == []
 
 
-def test_old_failures_leave_the_window() -> None:
+async def test_old_failures_leave_the_window() -> None:
     """Failures older than the window no longer count toward the ratio."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     for _ in range(9):
         _record(breaker, ok=False)
-    clock.advance(11.0)  # past the 10 s window
+    await asyncio.sleep(11.0)  # past the 10 s window
     _record(breaker, ok=False)
     assert breaker.stats().state is CircuitState.CLOSED
     assert breaker.stats().window_calls == 1
 
 
-def test_fails_fast_while_open() -> None:
+async def test_fails_fast_while_open() -> None:
     """While open, calls raise CircuitOpen without running, with the time to the next probe."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     _open(breaker)
-    clock.advance(2.0)
+    await asyncio.sleep(2.0)
     ran = False
     with pytest.raises(CircuitOpen) as caught, breaker.attempt():
         ran = True
@@ -85,12 +88,12 @@ def test_fails_fast_while_open() -> None:
     assert breaker.stats().rejected == 1
 
 
-def test_half_opens_after_the_cool_down_and_closes_on_success() -> None:
+async def test_half_opens_after_the_cool_down_and_closes_on_success() -> None:
     """After the cool-down one probe goes through; its success closes the breaker."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     _open(breaker)
-    clock.advance(5.0)
+    await asyncio.sleep(5.0)
     with breaker.attempt():
         assert breaker.stats().state is CircuitState.HALF_OPEN
         with pytest.raises(CircuitOpen), breaker.attempt():
@@ -104,37 +107,37 @@ def test_half_opens_after_the_cool_down_and_closes_on_success() -> None:
     assert breaker.stats().window_calls == 0  # closed with a clean slate
 
 
-def test_a_failed_probe_reopens() -> None:
+async def test_a_failed_probe_reopens() -> None:
     """A probe that fails opens the breaker again for a whole cool-down."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     _open(breaker)
-    clock.advance(5.0)
+    await asyncio.sleep(5.0)
     with pytest.raises(ConnectionError), breaker.attempt():
         raise ConnectionError("still down")
     assert breaker.stats().state is CircuitState.OPEN
-    clock.advance(4.9)
+    await asyncio.sleep(4.9)
     with pytest.raises(CircuitOpen), breaker.attempt():
         pass
     assert breaker.stats().times_opened == 2
 
 
-def test_probes_limit_the_half_open_traffic() -> None:
+async def test_probes_limit_the_half_open_traffic() -> None:
     """Half-open lets exactly `probes` calls through at once."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes, probes=2)
+    changes = list[Change]()
+    breaker = _breaker(changes, probes=2)
     _open(breaker)
-    clock.advance(5.0)
+    await asyncio.sleep(5.0)
     with breaker.attempt(), breaker.attempt(), pytest.raises(CircuitOpen), breaker.attempt():
         pass
 
 
 async def test_a_cancelled_call_is_no_verdict() -> None:
     """A cancelled probe frees its slot and neither closes nor reopens the breaker."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     _open(breaker)
-    clock.advance(5.0)
+    await asyncio.sleep(5.0)
     entered = asyncio.Event()
 
     async def probe() -> None:
@@ -152,10 +155,10 @@ async def test_a_cancelled_call_is_no_verdict() -> None:
     assert breaker.stats().state is CircuitState.CLOSED
 
 
-def test_exceptions_count_as_failures_and_skips_as_nothing() -> None:
+async def test_exceptions_count_as_failures_and_skips_as_nothing() -> None:
     """A raising block is a failure; a skipped one (never reached the downstream) is nothing."""
-    clock, changes = FakeClock(), list[Change]()
-    breaker = _breaker(clock, changes)
+    changes = list[Change]()
+    breaker = _breaker(changes)
     with pytest.raises(ValueError, match="x"), breaker.attempt():
         raise ValueError("x")
     with pytest.raises(KeyError):

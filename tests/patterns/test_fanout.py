@@ -1,4 +1,7 @@
-"""fan_out: required branches fail the call cleanly, optional ones degrade, none outlive it."""
+"""fan_out: required branches fail the call cleanly, optional ones degrade, none outlive it.
+
+On virtual time: timeouts and ``within`` end exactly when they say.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import loopwise.patterns
-from loopwise.patterns import DeadlineExceeded, deadline, fan_out, optional, required, time_left
+from loopwise.patterns import DeadlineExceeded, fail_after, fan_out, optional, required, time_left
 from loopwise.patterns.fanout import __all__ as fanout_all
+
+pytestmark = pytest.mark.virtual_time
 
 
 class _Probe:
@@ -96,8 +101,7 @@ async def test_slow_optional_branch_yields_fallback_at_its_timeout() -> None:
     assert result.degraded == ("loyalty",)
     assert result.reasons == {"loyalty": "timeout"}
     assert slow.cancelled
-    # At its deadline, not before it (no upper bound: a loaded machine may be late).
-    assert result.elapsed["loyalty"] >= 0.05
+    assert result.elapsed["loyalty"] == pytest.approx(0.05, abs=1e-9)  # at its timeout, exactly
 
 
 async def test_failing_optional_branch_degrades() -> None:
@@ -118,9 +122,12 @@ async def test_failing_optional_branch_degrades() -> None:
 async def test_within_bounds_required_branch() -> None:
     """A required branch still running when `within` ends raises DeadlineExceeded."""
     slow = _Probe()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     with pytest.raises(DeadlineExceeded):
         await fan_out(required("profile", slow), within=0.05)
     assert slow.cancelled
+    assert loop.time() - started == pytest.approx(0.05, abs=1e-9)
 
 
 async def test_within_lets_optional_fall_back_at_the_end() -> None:
@@ -133,6 +140,7 @@ async def test_within_lets_optional_fall_back_at_the_end() -> None:
     )
     assert result.degraded == ("loyalty",)
     assert slow.cancelled
+    assert result.elapsed["loyalty"] == pytest.approx(0.05, abs=1e-9)
 
 
 async def test_branches_inherit_the_deadline_in_force() -> None:
@@ -141,13 +149,12 @@ async def test_branches_inherit_the_deadline_in_force() -> None:
     async def budget() -> float | None:
         return time_left()
 
-    async with deadline(30.0):
+    async with fail_after(30.0):
         result = await fan_out(
             required("outer", budget),
             optional("own", budget, fallback=None, timeout=1.0),
         )
-    assert 0 < result["outer"] <= 30.0
-    assert 0 < result["own"] <= 1.0
+    assert (result["outer"], result["own"]) == (30.0, 1.0)  # virtual time: none spent yet
 
 
 async def test_no_task_outlives_the_call() -> None:

@@ -8,7 +8,15 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from loopwise.patterns import CircuitBreaker, Downstream, Outcome, fetch_all, stream_all
+from loopwise.patterns import (
+    CircuitBreaker,
+    Downstream,
+    Limits,
+    Outcome,
+    Retries,
+    fetch_all,
+    stream_all,
+)
 from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.servers import serve_asgi
 
@@ -142,7 +150,14 @@ async def test_fetch_all_respects_per_host_limits_and_reports_each_url() -> None
     never_opens = CircuitBreaker("sim", failure_ratio=1.0, min_calls=1000)
     async with (
         serve_asgi(app) as url,
-        Downstream("sim", url, concurrency=4, attempts=1, breaker=never_opens) as api,
+        Downstream(
+            "sim",
+            url,
+            timeout=60.0,  # errors, not timeouts: a loaded machine must not turn one into other
+            limits=Limits(concurrency=4),
+            retry=Retries(attempts=1),
+            breaker=never_opens,
+        ) as api,
     ):
         urls = [f"/shipments/{n}" for n in range(1, 61)]
         kinds: dict[str, str] = {}

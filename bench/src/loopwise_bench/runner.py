@@ -4,7 +4,7 @@
 
 Servers run one at a time (two servers measured at once would share the cores), in an
 order where each one's prerequisites exist: the baselines, then loopwise (whose
-``POST /login`` gives the tokens), then the seed's naive version on the same sessions.
+``POST /login`` gives the tokens), then the naive version on the same sessions.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from loopwise_bench.config import BenchConfig
-from loopwise_bench.database import bench_database, has_tables
+from loopwise_bench.database import bench_database
+from loopwise_bench.fanout import run_fanout
 from loopwise_bench.generators import find_load_generator
 from loopwise_bench.jobs import run_jobs
 from loopwise_bench.machine import machine_facts
@@ -28,8 +29,8 @@ from loopwise_bench.results import BenchReport
 from loopwise_bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext
 from loopwise_bench.seed import seed, user_email
 from loopwise_bench.server_run import run_server
+from loopwise_bench.servers import ServerProcess
 from loopwise_bench.sidecars import Sidecars, referenced
-from loopwise_bench.studies import measure_fanout
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["run_bench"]
@@ -86,7 +87,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     wanted = [s for s in SCENARIOS.values() if config.wants(s.name)]
     servers = [name for name in _ORDER if any(s.server == name for s in wanted)]
     needs_jobs = config.wants("jobs")
-    needs_db = needs_jobs or any(SERVERS[name].needs_tables for name in servers)
+    needs_db = needs_jobs or any(SERVERS[name].needs_database for name in servers)
     report = BenchReport(
         config={k: str(v) if isinstance(v, Path) else v for k, v in _config_dict(config).items()},
         machine={},
@@ -105,7 +106,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
             workers=config.workers,
         )
         env = _server_env(dsn)
-        if dsn is not None and has_tables(dsn, "users", "orders", "preferences"):
+        if dsn is not None:
             progress(
                 f"seeding {config.users:,} users, {config.users * config.orders_per_user:,} orders"
             )
@@ -128,12 +129,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
             run_server(run, report, memory, name, dsn, env, wanted)
         if config.wants("fanout"):
             measure_fanout(run, report)
-        if (
-            config.wants("jobs")
-            and dsn is not None
-            and sidecars is not None
-            and has_tables(dsn, "jobs")
-        ):
+        if config.wants("jobs") and dsn is not None and sidecars is not None:
             for workers in (1, 2):
                 run.progress(f"jobs: {config.jobs:,} welcome emails, {workers} worker process(es)")
                 jobs = run_jobs(
@@ -173,3 +169,28 @@ def _server_env(dsn: str | None) -> dict[str, str]:
 
 def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def measure_fanout(run: Run, report: BenchReport) -> None:
+    c = run.config
+    run.progress(
+        f"outbound fan-out: {c.fanout_urls} URLs at {c.fanout_delay_ms} ms, "
+        f"{c.fanout_limit} at a time"
+    )
+    target = SERVERS["asgi"]
+    with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:
+        url = f"{server.url}/delay/{c.fanout_delay_ms}"
+        for implementation in ("loopwise", "naive"):
+            result = run_fanout(
+                implementation,
+                url,
+                count=c.fanout_urls,
+                limit=c.fanout_limit,
+                delay_ms=c.fanout_delay_ms,
+            )
+            report.fanout.append(result)
+            run.progress(
+                f"  {implementation}: {result.seconds:.2f} s "
+                f"({result.ratio_to_ideal:.2f}x the ideal {result.ideal_seconds:.1f} s), "
+                f"{result.failed} failed"
+            )

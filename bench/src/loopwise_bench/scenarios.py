@@ -36,7 +36,7 @@ class Server:
     name: str
     factory: str
     title: str
-    needs_tables: tuple[str, ...] = ()
+    needs_database: bool = False
     env: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -75,20 +75,20 @@ SERVERS: dict[str, Server] = {
             "floor",
             "loopwise_bench.apps.floor:create_app",
             "FastAPI + asyncpg pool",
-            needs_tables=("users",),
+            needs_database=True,
         ),
         Server(
             "loopwise_no_watchdog",
             _SERVICE_FACTORY,
             "loopwise, watchdog off",
-            needs_tables=("users", "sessions"),
+            needs_database=True,
             env=_loopwise_env("{smtp_fast}", LOOPWISE_WATCHDOG_ENABLED="false"),
         ),
         Server(
             "loopwise",
             _SERVICE_FACTORY,
             "loopwise (loyalty 50 ms, shipments 200 ms, 100 ms budget; SMTP 1 ms)",
-            needs_tables=("users", "sessions"),
+            needs_database=True,
             env=_loopwise_env(
                 "{smtp_fast}",
                 LOOPWISE_LOYALTY_URL="{sim50}",
@@ -100,21 +100,21 @@ SERVERS: dict[str, Server] = {
             "loopwise_one_downstream",
             _SERVICE_FACTORY,
             "loopwise (loyalty 50 ms only)",
-            needs_tables=("users", "sessions"),
+            needs_database=True,
             env=_loopwise_env("{smtp_fast}", LOOPWISE_LOYALTY_URL="{sim50}", **_BUDGET),
         ),
         Server(
             "loopwise_slow_smtp",
             _SERVICE_FACTORY,
             "loopwise (SMTP 2 s)",
-            needs_tables=("users", "sessions"),
+            needs_database=True,
             env=_loopwise_env("{smtp_slow}"),
         ),
         Server(
             "naive",
             "loopwise_bench.apps.naive:create_app",
-            "seed's naive version (SMTP 1 ms)",
-            needs_tables=("users", "sessions"),
+            "naive version (SMTP 1 ms)",
+            needs_database=True,
             env=(
                 ("LOOPWISE_BENCH_DOWNSTREAMS", "loyalty={sim50},shipments={sim200}"),
                 ("LOOPWISE_BENCH_SMTP_PORT", "{smtp_fast}"),
@@ -123,8 +123,8 @@ SERVERS: dict[str, Server] = {
         Server(
             "naive_slow_smtp",
             "loopwise_bench.apps.naive:create_app",
-            "seed's naive version (SMTP 2 s)",
-            needs_tables=("users", "sessions"),
+            "naive version (SMTP 2 s)",
+            needs_database=True,
             env=(("LOOPWISE_BENCH_SMTP_PORT", "{smtp_slow}"),),
         ),
     )
@@ -160,7 +160,6 @@ class Scenario:
     server: str
     title: str
     plan: Callable[[PlanContext], RequestPlan]
-    needs_paths: tuple[str, ...] = ()  # OpenAPI paths the server must have
     needs_tokens: bool = False
     paced: bool = True
     tags: frozenset[str] = field(default_factory=frozenset)
@@ -243,7 +242,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "GET /users/{id}",
             _user_by_id,
-            needs_paths=("/users/{user_id}",),
             needs_tokens=True,
             tags=_SERVICE,
         ),
@@ -252,7 +250,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise_no_watchdog",
             "GET /users/{id}, watchdog off",
             _user_by_id,
-            needs_paths=("/users/{user_id}",),
             needs_tokens=True,
             paced=False,
             tags=_SERVICE,
@@ -262,7 +259,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "GET /users/me/overview (50 ms + 200 ms downstreams, 100 ms budget)",
             _overview,
-            needs_paths=("/users/me/overview",),
             needs_tokens=True,
             tags=_SERVICE,
             rate=50.0,
@@ -273,7 +269,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise_one_downstream",
             "GET /users/me/overview (one 50 ms downstream)",
             _overview,
-            needs_paths=("/users/me/overview",),
             needs_tokens=True,
             tags=_SERVICE,
             rate=50.0,
@@ -284,7 +279,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "POST /login (argon2id verify)",
             _login,
-            needs_paths=("/login",),
             tags=_SERVICE,
             rate=4.0,
             paced_connections=4,
@@ -295,7 +289,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "POST /register, SMTP answering in 1 ms",
             _register,
-            needs_paths=("/register",),
             tags=_SERVICE,
             rate=4.0,
             paced_connections=4,
@@ -306,7 +299,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise_slow_smtp",
             "POST /register, SMTP answering in 2 s",
             _register,
-            needs_paths=("/register",),
             tags=_SERVICE,
             rate=4.0,
             paced_connections=4,
@@ -317,7 +309,6 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "mixed: 80% GET /users/{id}, 15% overview, 5% POST orders",
             _mixed,
-            needs_paths=("/users/{user_id}", "/users/me/overview", "/users/me/orders"),
             needs_tokens=True,
             tags=_SERVICE,
             rate=300.0,
@@ -326,7 +317,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "naive_user_by_id",
             "naive",
-            "GET /users/{id}: seed's naive version",
+            "GET /users/{id}: naive version",
             _user_by_id,
             needs_tokens=True,
             tags=_BASELINE,
@@ -335,7 +326,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "naive_overview",
             "naive",
-            "GET /users/me/overview: seed's naive version",
+            "GET /users/me/overview: naive version",
             _overview,
             needs_tokens=True,
             tags=_BASELINE,
@@ -346,7 +337,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "naive_register",
             "naive",
-            "POST /register: seed's naive version, SMTP 1 ms",
+            "POST /register: naive version, SMTP 1 ms",
             _register,
             tags=_BASELINE,
             rate=4.0,
@@ -356,7 +347,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "naive_register_slow_smtp",
             "naive_slow_smtp",
-            "POST /register: seed's naive version, SMTP 2 s",
+            "POST /register: naive version, SMTP 2 s",
             _register,
             tags=_BASELINE,
             rate=4.0,
@@ -382,9 +373,9 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("floor_user_by_id", "fastapi_hello", "one pooled row read vs no I/O"),
     Comparison("floor_user_by_id", "naive_user_by_id", "a pool vs a connection per request"),
     Comparison("user_by_id", "floor_user_by_id", "loopwise vs its floor", target=0.9),
-    Comparison("user_by_id", "naive_user_by_id", "loopwise vs the seed's naive", target=15.0),
+    Comparison("user_by_id", "naive_user_by_id", "loopwise vs the naive version", target=15.0),
     Comparison("user_by_id", "user_by_id_no_watchdog", "watchdog on vs off", target=0.98),
-    Comparison("overview", "naive_overview", "loopwise overview vs the seed's naive"),
+    Comparison("overview", "naive_overview", "loopwise overview vs the naive version"),
     Comparison("register_slow_smtp", "register", "register: SMTP 2 s vs 1 ms"),
     Comparison("naive_register_slow_smtp", "naive_register", "naive register: SMTP 2 s vs 1 ms"),
 )

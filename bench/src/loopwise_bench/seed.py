@@ -3,7 +3,8 @@
 10K users sharing one precomputed argon2id hash of a known password (hashing 10K
 passwords would take minutes and measure nothing), ten orders each with one to three
 items and a consistent total, and a preferences document per user. Rows follow the
-schema of migration 0002; ``users.id`` and ``orders.id`` come from their identities.
+schema of migrations 0002 and 0006 (seeded users are verified, so they may order);
+``users.id`` and ``orders.id`` come from their identities.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class SeedCounts:
 
 
 _USERS = """
-    INSERT INTO users (email, display_name, password_hash)
-    SELECT 'user' || g || '@bench.example.com', 'Bench User ' || g, $1
+    INSERT INTO users (email, display_name, password_hash, email_verified_at)
+    SELECT 'user' || g || '@bench.example.com', 'Bench User ' || g, $1, now()
     FROM generate_series(1, $2) AS g
 """
 # Spread creation times over the last year so "recent orders" is a real index walk.

@@ -2,8 +2,8 @@
 
 Every server in a run (the bare baselines, the naive version, loopwise itself) starts
 through this one function, so they share every server setting: the same granian, the
-same interface, event loop and worker count, no access log. The options mirror
-``loopwise serve`` (``loopwise.cli.service.serve``); keep the two in step.
+same interface, event loop and worker count, no access log: the options of
+``loopwise serve``, through the service's own launcher.
 """
 
 from __future__ import annotations
@@ -15,25 +15,11 @@ __all__ = ["main", "serve"]
 
 def serve(target: str, port: int, workers: int) -> None:
     """Serve the ASGI factory ``target`` ("module:function") on 127.0.0.1:``port``."""
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-
+    from loopwise.service.serving import serve_with_granian
     from loopwise.service.settings import load_settings
 
     # The same connection limits as `loopwise serve`, for every server measured.
-    settings = load_settings()
-    Granian(
-        target,
-        factory=True,
-        address="127.0.0.1",
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
-        log_access=False,
-        backlog=settings.listen_backlog,
-        backpressure=settings.max_connections,
-    ).serve()
+    serve_with_granian(target, load_settings(), host="127.0.0.1", port=port, workers=workers)
 
 
 def main() -> None:

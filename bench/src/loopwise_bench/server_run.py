@@ -1,23 +1,26 @@
 """One server's turn in a run: start it, log the users in, measure its scenarios, stop it.
 
 Loopwise's turn also carries the studies that need a running loopwise (overload on the
-configured scenario, the registration storm, the soak). A scenario whose table or
-endpoint the server lacks is reported as skipped, with the reason.
+configured scenario, the registration storm, the soak): each ``measure_*`` below runs
+its study's measurement with the run's settings and reports progress as it goes. A
+scenario that needs logged-in users when there are none is reported as skipped.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 
 import httpx
 
-from loopwise_bench.database import has_tables
 from loopwise_bench.memory import MemorySampler
+from loopwise_bench.overload import OverloadResult, run_overload
 from loopwise_bench.results import BenchReport, ScenarioResult
-from loopwise_bench.scenarios import SERVERS, Identity, PlanContext, Scenario
+from loopwise_bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext, Scenario
 from loopwise_bench.seed import user_email
 from loopwise_bench.servers import ServerProcess
-from loopwise_bench.studies import measure_overload, measure_soak, measure_storm
+from loopwise_bench.soak import SoakResult, run_soak
+from loopwise_bench.storm import StormResult, run_storm
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["run_server"]
@@ -34,13 +37,6 @@ def run_server(
 ) -> None:
     server = SERVERS[name]
     mine = [s for s in wanted if s.server == name]
-    missing = [t for t in server.needs_tables if dsn is None or not has_tables(dsn, t)]
-    if missing:
-        for s in mine:
-            reason = f"schema has no table {', '.join(missing)} (migration 0002 not on this branch)"
-            report.scenarios[s.name] = ScenarioResult(s.name, s.server, s.title, skipped=reason)
-        run.progress(f"{server.title}: skipped, no table {', '.join(missing)}")
-        return
     run.progress(f"starting {server.title} ({run.config.workers} worker(s))")
     env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
     if server.is_loopwise:
@@ -53,9 +49,8 @@ def run_server(
         name, server.factory, workers=run.config.workers, log_dir=run.logs, env=env
     ) as process:
         memory.watch(name, process.pid)
-        paths = _paths(process.url) if server.is_loopwise else set()
         tokens = all(i.token for i in run.context.identities)
-        if server.is_loopwise and "/login" in paths and run.context.identities and not tokens:
+        if server.is_loopwise and run.context.identities and not tokens:
             run.progress(f"logging in {len(run.context.identities)} users")
             run.context = PlanContext(
                 identities=_login(process.url, list(run.context.identities)),
@@ -63,10 +58,9 @@ def run_server(
                 email_of=user_email,
             )
         for scenario in mine:
-            absent = [p for p in scenario.needs_paths if p not in paths]
             identities = run.context.identities
-            if absent or (scenario.needs_tokens and not all(i.token for i in identities)):
-                why = f"no endpoint {', '.join(absent)}" if absent else "no logged-in users"
+            if scenario.needs_tokens and not all(i.token for i in identities):
+                why = "no logged-in users"
                 report.scenarios[scenario.name] = ScenarioResult(
                     scenario.name, scenario.server, scenario.title, skipped=why
                 )
@@ -95,6 +89,67 @@ def _login(base_url: str, identities: list[Identity]) -> list[Identity]:
     return out
 
 
-def _paths(base_url: str) -> set[str]:
-    with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        return set(client.get("/openapi.json").json().get("paths", {}))
+def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:
+    c = run.config
+    return run_overload(
+        run.generator,
+        process.url,
+        scenario.name,
+        scenario.plan(run.context),
+        concurrencies=c.overload_concurrencies,
+        seconds=c.seconds,
+        threads=c.wrk_threads,
+        recovery_rate=c.rate / 2,
+        recovery_connections=c.paced_connections,
+        progress=run.progress,
+    )
+
+
+def measure_storm(run: Run, process: ServerProcess) -> StormResult:
+    c = run.config
+    # Half the constant rate: the reads must stay below what two cores serve while argon2
+    # takes its share, or the figure measures a queue, not the storm's interference.
+    rate = c.rate / 2
+    time.sleep(c.settle_seconds)
+    run.progress(f"registration storm beside GET /users/{{id}} at {rate:,.0f} req/s")
+    result = run_storm(
+        run.generator,
+        process.url,
+        SCENARIOS["user_by_id"].plan(run.context),
+        SCENARIOS["register"].plan(run.context),
+        rate=rate,
+        connections=c.paced_connections,
+        storm_connections=8,
+        seconds=c.paced_seconds,
+    )
+    for label, paced, lag in (
+        ("quiet", result.quiet, result.quiet_lag),
+        ("storm", result.stormy, result.stormy_lag),
+    ):
+        run.progress(
+            f"  {label}: p99 {paced.latency_us.get('p99', 0) / 1000:,.2f} ms; loop lag "
+            f"p99 <= {lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms"
+        )
+    return result
+
+
+def measure_soak(run: Run, process: ServerProcess) -> SoakResult:
+    c = run.config
+    mixed = SCENARIOS["mixed"]
+    rate = min(c.rate, mixed.rate or c.rate)
+    time.sleep(c.settle_seconds)
+    run.progress(f"soak: {mixed.title} at {rate:,.0f} req/s for {c.soak_seconds:,.0f} s")
+    result = run_soak(
+        run.generator,
+        process.url,
+        mixed.plan(run.context),
+        rate=rate,
+        connections=c.paced_connections,
+        seconds=c.soak_seconds,
+        pid=process.pid,
+    )
+    run.progress(
+        f"  {result.paced.error_count} errors; memory growth after warm-up at most "
+        f"{result.max_growth:.1%}"
+    )
+    return result

@@ -1,4 +1,4 @@
-"""The issues' targets, checked against one run's figures: met, missed (and by how much).
+"""The benchmark's targets, checked against one run's figures: met, missed (and by how much).
 
 Every row is computed from the report alone, so the Markdown and the JSON say the same.
 A target whose figures were not measured in this run is left out, not counted as met.
@@ -58,7 +58,7 @@ def targets(report: BenchReport) -> list[TargetRow]:
 
     for base, label, goal in (
         ("floor_user_by_id", "FastAPI + asyncpg floor", 0.9),
-        ("naive_user_by_id", "seed's naive version", 15.0),
+        ("naive_user_by_id", "naive version", 15.0),
         ("user_by_id_no_watchdog", "same, watchdog off", 0.98),
     ):
         theirs = _peak(s(base))

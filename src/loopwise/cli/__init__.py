@@ -10,6 +10,7 @@ import typer
 
 from loopwise.cli.jobs import jobs_app, worker
 from loopwise.cli.service import migrate, serve
+from loopwise.cli.users import users_app
 
 __all__ = ["app", "main"]
 
@@ -24,6 +25,7 @@ app.command()(serve)
 app.command()(migrate)
 app.command()(worker)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:

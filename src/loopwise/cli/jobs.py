@@ -7,18 +7,19 @@ do their one query and close it again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import asyncpg
 import typer
 
-from loopwise.cli.startup import apply_migrations, database, fail, validated_settings
-from loopwise.service.settings import Settings
+from loopwise.cli.startup import (
+    apply_migrations,
+    database,
+    fail,
+    validated_settings,
+    with_connection,
+)
 
 __all__ = ["jobs_app", "worker"]
-
-T = TypeVar("T")
 
 
 def worker(
@@ -27,13 +28,14 @@ def worker(
         typer.Option(min=1, max=256, help="Jobs run at once; default LOOPWISE_JOBS_CONCURRENCY."),
     ] = None,
 ) -> None:
-    """Run background jobs (the welcome email) until SIGTERM or SIGINT.
+    """Run background jobs (the account emails) until SIGTERM or SIGINT.
 
     Start as many as the load needs, on any machines that reach the database: they share
     the queue through PostgreSQL alone. On SIGTERM a worker stops claiming, lets running
     jobs finish within LOOPWISE_SHUTDOWN_GRACE seconds and hands the rest back. Set
     LOOPWISE_JOBS_IN_PROCESS=false on `serve` when these run the jobs instead.
     """
+    from loopwise.service.accounts.emails import account_job_handlers
     from loopwise.service.jobs.process import run_worker_process
 
     settings = validated_settings()
@@ -42,7 +44,7 @@ def worker(
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
             apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
-        asyncio.run(run_worker_process(settings, dsn))
+        asyncio.run(run_worker_process(settings, dsn, account_job_handlers))
 
 
 jobs_app = typer.Typer(
@@ -50,27 +52,12 @@ jobs_app = typer.Typer(
 )
 
 
-def _with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run(dsn: str) -> T:
-        conn = await asyncpg.connect(dsn, timeout=settings.db_acquire_timeout + 3)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    with database(settings) as dsn:
-        try:
-            return asyncio.run(run(settings.direct_dsn(dsn)))  # session-level: not pooled
-        except OSError as exc:
-            fail(f"cannot reach PostgreSQL: {exc}", status=1)
-
-
 @jobs_app.command("counts")
 def jobs_counts() -> None:
     """How many jobs are queued, running, done and dead."""
     from loopwise.service.jobs import count_by_state
 
-    counts = _with_connection(validated_settings(), count_by_state)
+    counts = with_connection(validated_settings(), count_by_state)
     for state, count in counts.items():
         typer.echo(f"{state:<8} {count}")
 
@@ -82,7 +69,7 @@ def jobs_dead(
     """Dead jobs, newest first, with the error of their last attempt."""
     from loopwise.service.jobs import list_dead
 
-    dead = _with_connection(validated_settings(), lambda conn: list_dead(conn, limit=limit))
+    dead = with_connection(validated_settings(), lambda conn: list_dead(conn, limit=limit))
     if not dead:
         typer.echo("no dead jobs")
     for job in dead:
@@ -110,7 +97,7 @@ def jobs_retry(
     from loopwise.service.jobs import retry_dead
 
     chosen = _selection(ids, all_)
-    count = _with_connection(
+    count = with_connection(
         validated_settings(), lambda c: retry_dead(c, chosen, attempts=attempts)
     )
     typer.echo(f"requeued {count} dead job(s)")
@@ -122,5 +109,5 @@ def jobs_discard(ids: _Ids = None, all_: _All = False) -> None:
     from loopwise.service.jobs import discard_dead
 
     chosen = _selection(ids, all_)
-    count = _with_connection(validated_settings(), lambda conn: discard_dead(conn, chosen))
+    count = with_connection(validated_settings(), lambda conn: discard_dead(conn, chosen))
     typer.echo(f"discarded {count} dead job(s)")

@@ -6,14 +6,13 @@ shared directory for multiprocess metrics.
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import shutil
-import sys
 
 from loopwise.cli.startup import apply_migrations, database, validated_settings
 from loopwise.service.logs import get_logger
+from loopwise.service.serving import serve_with_granian
 from loopwise.service.settings import Settings
 
 __all__ = ["migrate", "serve"]
@@ -30,44 +29,30 @@ def serve() -> None:
     (or at once on SIGINT) the server stops accepting, lets in-flight requests finish
     within LOOPWISE_SHUTDOWN_GRACE seconds, and closes the pool.
     """
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-
     settings = validated_settings()
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
             apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
+        if "public_url" not in settings.model_fields_set:
+            # Links in emails then point at this server as configured (never at a
+            # request's Host header); production sets LOOPWISE_PUBLIC_URL.
+            os.environ["LOOPWISE_PUBLIC_URL"] = _own_url(settings)
         if settings.workers > 1:
             _share_metrics(settings)
         _raise_open_files(settings.max_connections)
         _log.info("serving", host=settings.host, port=settings.port, workers=settings.workers)
-        Granian(
-            "loopwise.service.app:create_app_from_env",
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            interface=Interfaces.ASGI,
-            workers=settings.workers,
-            loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
-            log_access=False,  # our RequestLog middleware writes one structured line instead
-            # Granian's own lines go to the root logger, so they come out in our format.
-            log_dictconfig={
-                "version": 1,
-                "disable_existing_loggers": False,
-                "loggers": {"_granian": {"handlers": [], "propagate": True}},
-            },
-            # Each worker drains (service/http/drain.py), then finishes in-flight requests within
-            # the grace; granian kills a worker that is still running past this.
-            workers_kill_timeout=max(1, math.ceil(settings.drain_delay + settings.shutdown_grace)),
-            # Granian's backpressure caps the connections a worker holds open (its permit
-            # lasts as long as the connection), by default backlog/workers = 512; past it
-            # new connections wait unaccepted in the listen queue, /healthz probes too.
-            # Admission control bounds the requests instead (LOOPWISE_MAX_IN_FLIGHT).
-            backlog=settings.listen_backlog,
-            backpressure=settings.max_connections,
-        ).serve()
+        serve_with_granian("loopwise.service.app:create_app_from_env", settings)
+
+
+def _own_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _raise_open_files(connections: int) -> None:

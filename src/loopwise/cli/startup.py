@@ -6,17 +6,21 @@ setting and the rule, and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Iterator
+from typing import NoReturn, TypeVar
 
+import asyncpg
 import typer
 
 from loopwise.service.db import EmbeddedUnavailable, embedded_postgres
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.settings import InvalidSettings, Settings, load_settings
 
-__all__ = ["apply_migrations", "database", "fail", "validated_settings"]
+__all__ = ["apply_migrations", "database", "fail", "validated_settings", "with_connection"]
+
+T = TypeVar("T")
 
 _log = get_logger("loopwise.cli")
 
@@ -57,3 +61,20 @@ def apply_migrations(dsn: str) -> None:
         migrate(dsn)
     except OSError as exc:
         fail(f"cannot reach PostgreSQL to migrate: {exc}", status=1)
+
+
+def with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on one connection to the configured (or embedded) database, then close."""
+
+    async def run(dsn: str) -> T:
+        conn = await asyncpg.connect(dsn, timeout=settings.db_acquire_timeout + 3)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as dsn:
+        try:
+            return asyncio.run(run(settings.direct_dsn(dsn)))  # session-level: not pooled
+        except OSError as exc:
+            fail(f"cannot reach PostgreSQL: {exc}", status=1)

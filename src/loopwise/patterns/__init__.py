@@ -2,18 +2,17 @@
 
 from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker, CircuitState
 from loopwise.patterns.cancel_safe import CancelSafeTransport
-from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import (
+    DEADLINE_MARGIN,
     Deadline,
     current_deadline,
-    deadline,
+    fail_after,
     move_on_after,
     or_fallback,
     time_left,
 )
 from loopwise.patterns.exceptions import (
     CircuitOpen,
-    ClosedResource,
     DeadlineExceeded,
     DownstreamError,
     DownstreamStatusError,
@@ -22,14 +21,15 @@ from loopwise.patterns.exceptions import (
     LimitTimeout,
     PatternError,
     PoolSaturated,
+    ResourceClosed,
     Saturated,
 )
 from loopwise.patterns.fanout import Branch, FanOutResult, fan_out, optional, required
 from loopwise.patterns.fetch import Outcome, fetch_all, stream_all
 from loopwise.patterns.lifecycle import AsyncResource, ResourceState
-from loopwise.patterns.limits import KeyedLimits, KeyStats, LimitsStats
+from loopwise.patterns.limits import KeyedLimits, KeyStats, Limiter, Limits, LimitsStats
 from loopwise.patterns.offload import BlockingPool, CpuPool, PoolStats
-from loopwise.patterns.outbound import Downstream, DownstreamStats
+from loopwise.patterns.outbound import Downstream, DownstreamStats, Retries
 from loopwise.patterns.retries import (
     RetryBudget,
     RetryBudgetStats,
@@ -40,6 +40,7 @@ from loopwise.patterns.retries import (
 from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
+    "DEADLINE_MARGIN",
     "DEFAULT_LAG_BUCKETS",
     "AsyncResource",
     "Attempt",
@@ -50,8 +51,6 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitState",
-    "Clock",
-    "ClosedResource",
     "CpuPool",
     "Deadline",
     "DeadlineExceeded",
@@ -66,21 +65,24 @@ __all__ = [
     "KeyedLimits",
     "LagStats",
     "LimitTimeout",
+    "Limiter",
+    "Limits",
     "LimitsStats",
-    "LoopClock",
     "LoopWatchdog",
     "Outcome",
     "PatternError",
     "PoolSaturated",
     "PoolStats",
+    "ResourceClosed",
     "ResourceState",
+    "Retries",
     "RetryBudget",
     "RetryBudgetStats",
     "RetryOn",
     "RetryPolicy",
     "Saturated",
     "current_deadline",
-    "deadline",
+    "fail_after",
     "fan_out",
     "fetch_all",
     "move_on_after",

@@ -21,6 +21,7 @@ limits: each instance judges the downstream by its own calls.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 from collections import deque
@@ -28,7 +29,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.exceptions import CircuitOpen
 
 __all__ = ["Attempt", "BreakerStats", "CircuitBreaker", "CircuitState"]
@@ -84,7 +84,8 @@ class CircuitBreaker:
         cool_down: seconds the breaker stays open before probing.
         probes: calls let through at once while half-open.
         on_state_change: called with (name, old, new) on every transition.
-        clock: the time source; a fake one in tests.
+
+    Time is the running event loop's clock, so the breaker is used from inside the loop.
     """
 
     def __init__(
@@ -98,7 +99,6 @@ class CircuitBreaker:
         cool_down: float = 5.0,
         probes: int = 1,
         on_state_change: Callable[[str, CircuitState, CircuitState], None] | None = None,
-        clock: Clock | None = None,
     ) -> None:
         if not 0 < failure_ratio <= 1:
             raise ValueError(f"`failure_ratio` must be in (0, 1], got {failure_ratio}")
@@ -114,7 +114,6 @@ class CircuitBreaker:
         self.probes = probes
         self._width = window / buckets
         self._on_state_change = on_state_change
-        self._clock = clock or LoopClock()
         self._state = CircuitState.CLOSED
         # (slice number, successes, failures), oldest first; only slices inside the window.
         self._slices: deque[list[int]] = deque()
@@ -150,7 +149,7 @@ class CircuitBreaker:
         self._settle(generation, probing, None if attempt.skipped else attempt.verdict is not False)
 
     def stats(self) -> BreakerStats:
-        self._evict(self._clock.now())
+        self._evict(_now())
         return BreakerStats(
             name=self.name,
             state=self._state,
@@ -161,7 +160,7 @@ class CircuitBreaker:
         )
 
     def _admit(self) -> tuple[int, bool]:
-        now = self._clock.now()
+        now = _now()
         if self._state is CircuitState.OPEN:
             reopens_at = self._opened_at + self.cool_down
             if now < reopens_at:
@@ -185,7 +184,7 @@ class CircuitBreaker:
             self._slices.clear()
             self._move(CircuitState.CLOSED if ok else CircuitState.OPEN)
             return
-        now = self._clock.now()
+        now = _now()
         self._count(now, ok)
         calls = sum(s[1] + s[2] for s in self._slices)
         failures = sum(s[2] for s in self._slices)
@@ -209,7 +208,11 @@ class CircuitBreaker:
         self._generation += 1
         self._probing = 0
         if new is CircuitState.OPEN:
-            self._opened_at = self._clock.now()
+            self._opened_at = _now()
             self._times_opened += 1
         if self._on_state_change is not None:
             self._on_state_change(self.name, old, new)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,13 +1,20 @@
 """A deadline set once per request (or job) and inherited by everything beneath it.
 
-    async with deadline(0.5):            # the whole request: 500 ms
+    async with fail_after(0.5):          # the whole request: 500 ms, else DeadlineExceeded
         profile = await load_profile()   # sees time_left() <= 0.5
-        async with deadline(2.0):        # nested: cannot extend the outer 0.5 s
+        async with fail_after(2.0):      # nested: cannot extend the outer 0.5 s
             ...
+    async with move_on_after(0.2) as scope:   # gives up quietly: scope.expired says so
+        ...
+
+The names are anyio's: ``fail_after`` raises when the time runs out, ``move_on_after``
+gives up quietly.
 
 The deadline lives in a context variable, so tasks started inside (a TaskGroup, fan-out
-branches) inherit it. Deadlines are absolute times on the event loop's clock; a nested
-deadline takes the earlier of its own and the one in force.
+branches) inherit it. Deadlines are absolute times on the running event loop's clock
+(``loop.time()``), the one clock of the whole toolkit, so a test that runs the loop on
+virtual time (see ``docs/patterns/time.md``) moves every deadline, wait and backoff
+together. A nested deadline takes the earlier of its own and the one in force.
 
 Where the code to bound cannot sit inside one ``async with`` (a web framework resolves a
 request's dependencies, then calls its handler), start the clock where the work starts
@@ -30,15 +37,23 @@ from typing import TypeVar
 from loopwise.patterns.exceptions import DeadlineExceeded
 
 __all__ = [
+    "DEADLINE_MARGIN",
     "Deadline",
     "current_deadline",
-    "deadline",
+    "fail_after",
     "move_on_after",
     "or_fallback",
     "time_left",
 ]
 
 T = TypeVar("T")
+
+# A wait that holds a caller in line (a limit slot, a pool worker, a downstream's own
+# budget) gives up this long before the deadline in force. Were it to wait until the
+# deadline itself, the deadline's cancellation would race it and the caller would see
+# DeadlineExceeded instead of the cause (LimitTimeout, PoolSaturated); and a slot won with
+# less time left than this could not be used before the caller has to take its fallback.
+DEADLINE_MARGIN = 0.01
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "loopwise_deadline", default=None
@@ -71,7 +86,7 @@ class Deadline:
         """Make this the deadline in force for the block, or keep the outer one if sooner.
 
         Nothing is cancelled when it passes: the waits beneath that honour the deadline in
-        force (limits, pools, :func:`deadline`, fan-out) end by then. Yields the effective one.
+        force (limits, pools, :func:`fail_after`, fan-out) end by then. Yields the effective one.
         """
         outer = _current.get()
         effective = self if outer is None or self.at < outer.at else outer
@@ -94,7 +109,7 @@ def time_left(default: float | None = None) -> float | None:
 
 
 @asynccontextmanager
-async def deadline(seconds: float) -> AsyncIterator[Deadline]:
+async def fail_after(seconds: float) -> AsyncIterator[Deadline]:
     """Bound the block by ``seconds`` (or the outer deadline, if sooner).
 
     Raises:
@@ -119,10 +134,10 @@ class _Scope:
 
 @asynccontextmanager
 async def move_on_after(seconds: float) -> AsyncIterator[_Scope]:
-    """Like :func:`deadline`, but give up quietly: ``scope.expired`` says whether it did."""
+    """Like :func:`fail_after`, but give up quietly: ``scope.expired`` says whether it did."""
     scope = _Scope()
     try:
-        async with deadline(seconds):
+        async with fail_after(seconds):
             yield scope
     except DeadlineExceeded:
         scope.expired = True
@@ -132,10 +147,10 @@ async def or_fallback(awaitable: Awaitable[T], *, within: float, fallback: T) ->
     """Await for at most ``within`` seconds (and the deadline in force), else ``fallback``.
 
     Only the deadline turns into the fallback: any other error propagates. Use
-    :func:`deadline` instead where running out of time must fail.
+    :func:`fail_after` instead where running out of time must fail.
     """
     try:
-        async with deadline(within):
+        async with fail_after(within):
             return await awaitable
     except DeadlineExceeded:
         return fallback

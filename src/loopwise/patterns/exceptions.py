@@ -2,8 +2,8 @@
 
     PatternError
     ├── DeadlineExceeded (also a TimeoutError)   the inherited deadline ran out
-    ├── ClosedResource                            used before opening or after closing;
-    │                                             a closed resource is never reopened
+    ├── ResourceClosed                            used before opening or after closing, or
+    │                                             opened twice: a resource never reopens
     ├── Saturated                                 a bounded resource would not take more work
     │   │                                         within the time left (limits, pools)
     │   ├── PoolSaturated                         an off-loop pool's queue was full, or no
@@ -26,7 +26,6 @@ from typing import Literal
 
 __all__ = [
     "CircuitOpen",
-    "ClosedResource",
     "DeadlineExceeded",
     "DownstreamError",
     "DownstreamStatusError",
@@ -35,6 +34,7 @@ __all__ = [
     "LimitTimeout",
     "PatternError",
     "PoolSaturated",
+    "ResourceClosed",
     "Saturated",
 ]
 
@@ -67,8 +67,11 @@ class Saturated(PatternError):
         self.resource = resource
 
 
-class ClosedResource(PatternError):
-    """The resource was closed (``aclose()``); it refuses new work and cannot be reopened.
+class ResourceClosed(PatternError):
+    """The resource is not open: not yet opened, closed (``aclose()``), or opened twice.
+
+    Every resource built on :class:`~loopwise.patterns.lifecycle.AsyncResource` raises this
+    one type, in the toolkit and in the service alike.
 
     Attributes:
         resource: the name of the closed resource.

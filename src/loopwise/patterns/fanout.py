@@ -11,7 +11,9 @@
 - A **required** branch that fails cancels its siblings, and ``fan_out`` raises that
   branch's own exception (not an ``ExceptionGroup``), with a note naming the branch.
 - An **optional** branch that fails or times out yields its ``fallback``; its name is
-  listed in ``degraded`` and the reason in ``reasons``.
+  listed in ``degraded`` and the reason in ``reasons``. That list is the one place a
+  caller learns what fell back. :class:`ResourceClosed` is the exception: a resource
+  used outside its lifetime is a bug, not a degraded part, so it fails the call.
 - Every branch is bounded by its own ``timeout``, by ``within`` and by the deadline in
   force (:mod:`loopwise.patterns.deadlines`), whichever ends first. A required branch out
   of time raises :class:`DeadlineExceeded`.
@@ -21,7 +23,7 @@ Fan out across different resources (PostgreSQL and two HTTP services), not sever
 to the same PostgreSQL: one round trip with a fused query beats three pooled connections.
 
 ``within`` bounds the branches themselves, so an optional branch can still fall back at
-the very end of the budget. A caller's enclosing ``deadline()`` that expires at the same
+the very end of the budget. A caller's enclosing ``fail_after()`` that expires at the same
 instant cancels the call as a whole instead; give the request's budget as ``within``.
 """
 
@@ -33,8 +35,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from loopwise.patterns.deadlines import current_deadline, deadline
-from loopwise.patterns.exceptions import DeadlineExceeded
+from loopwise.patterns.deadlines import current_deadline, fail_after
+from loopwise.patterns.exceptions import DeadlineExceeded, ResourceClosed
 
 __all__ = ["Branch", "FanOutResult", "fan_out", "optional", "required"]
 
@@ -105,6 +107,7 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
 
     Raises:
         DeadlineExceeded: a required branch ran out of time.
+        ResourceClosed: any branch, optional too, used a resource outside its lifetime.
         Exception: the first failing required branch's own exception.
     """
     names = [b.name for b in branches]
@@ -138,11 +141,12 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
             if math.isinf(budget):
                 values[branch.name] = await branch.run()
             else:
-                async with deadline(max(0.0, budget)):
+                async with fail_after(max(0.0, budget)):
                     values[branch.name] = await branch.run()
         except Exception as exc:
-            if branch.is_required:
-                exc.add_note(f"in required fan-out branch {branch.name!r}")
+            if branch.is_required or isinstance(exc, ResourceClosed):
+                kind = "required" if branch.is_required else "optional"
+                exc.add_note(f"in {kind} fan-out branch {branch.name!r}")
                 failures.append(exc)
                 raise
             values[branch.name] = branch.fallback

@@ -28,7 +28,7 @@ from typing import Generic, Literal, TypeVar
 
 import httpx
 
-from loopwise.patterns.deadlines import deadline, time_left
+from loopwise.patterns.deadlines import fail_after, time_left
 from loopwise.patterns.exceptions import DeadlineExceeded, DownstreamTimeout
 from loopwise.patterns.outbound import Downstream
 
@@ -116,7 +116,7 @@ class _Results(Generic[T, R]):
             if bound is None:
                 value = await self._fn(item)
             else:
-                async with deadline(bound):
+                async with fail_after(bound):
                     value = await self._fn(item)
         except Exception as error:
             self._done.put_nowait(Outcome(index, item, error=error))

@@ -4,17 +4,21 @@
     async with limits.acquire("shipments.internal:443"):   # at most 10 at once, 50/s
         ...
 
+    Limits(concurrency=10, rate=50.0, burst=5)   # the same bounds as a value, for Downstream
+
 A caller first waits for a concurrency slot (first come, first served), then for a rate
 token (GCRA: a token bucket kept as one timestamp per key; waiting callers get tokens in
 order, one interval apart, even after the loop stalled). Waiting is bounded by the
 caller's deadline (:mod:`loopwise.patterns.deadlines`) and by ``max_wait``; when no slot can
 come in time the call fails fast with :class:`LimitTimeout` instead of queueing forever.
-Waiting gives up ``headroom`` seconds before the deadline, so the caller still has time to
-take its fallback (and a slot with no time left to use it is worthless anyway).
+Waiting gives up ``margin`` seconds before the deadline
+(:data:`~loopwise.patterns.deadlines.DEADLINE_MARGIN` by default), so the caller still has
+time to take its fallback (and a slot with no time left to use it is worthless anyway).
 
 **These limits are per process.** Each worker process, and each instance behind a load
 balancer, has its own; N instances with ``concurrency=10`` may send 10 * N concurrent calls.
-A limit that must hold across instances needs a shared store (Redis, PostgreSQL).
+A limit that must hold across instances needs a shared store (Redis, PostgreSQL); whatever
+implements it only has to offer :class:`Limiter`'s two methods.
 
 Per-key state is forgotten once a key has been idle for ``forget_idle_after`` seconds (with
 a full rate bucket, so forgetting changes no decision); an unbounded set of keys cannot leak
@@ -27,14 +31,46 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, Protocol
 
-from loopwise.patterns.deadlines import current_deadline
+from loopwise.patterns._slots import Slots, wait_until
+from loopwise.patterns.deadlines import DEADLINE_MARGIN
 from loopwise.patterns.exceptions import LimitTimeout
 
-__all__ = ["KeyStats", "KeyedLimits", "LimitsStats"]
+__all__ = ["KeyStats", "KeyedLimits", "Limiter", "Limits", "LimitsStats"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The bounds for each key (host) of a limiter, as a value (httpx's ``Limits`` shape).
+
+        Limits(concurrency=10)                   # 10 calls at once per host, no rate limit
+        Limits(concurrency=10, rate=100.0)       # and at most 100 starts per second
+        Limits(concurrency=None, rate=5.0, burst=5, max_wait=1.0)
+
+    Args:
+        concurrency: calls in progress at once per key; None for no limit.
+        rate: calls started per second per key; None for no limit.
+        burst: calls that may start back to back before ``rate`` spaces them out.
+        max_wait: longest wait for a slot in seconds, deadline or not; None for no cap.
+    """
+
+    concurrency: int | None = 10
+    rate: float | None = None
+    burst: int = 1
+    max_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"`concurrency` must be at least 1 or None, got {self.concurrency}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"`rate` must be positive or None, got {self.rate}")
+        if self.burst < 1:
+            raise ValueError(f"`burst` must be at least 1, got {self.burst}")
+        if self.max_wait is not None and self.max_wait < 0:
+            raise ValueError(f"`max_wait` must not be negative, got {self.max_wait}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +95,22 @@ class LimitsStats:
     keys: dict[str, KeyStats]
 
 
+class Limiter(Protocol):
+    """What a caller of limits needs: this process's :class:`KeyedLimits`, or a shared one."""
+
+    def acquire(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold one slot for ``key`` for the block; :class:`LimitTimeout` if none in time."""
+        ...
+
+    def stats(self) -> LimitsStats:
+        """A snapshot of the saturation of every key tracked now."""
+        ...
+
+
 @dataclass(slots=True)
 class _Key:
-    in_use: int = 0
-    # Futures of callers waiting for a slot, oldest first. A released slot is handed to
-    # the oldest live waiter directly, so a newcomer can never barge ahead of the queue.
-    waiters: deque[asyncio.Future[bool]] = field(default_factory=deque)
+    # The concurrency slots, handed first come first served (see _slots).
+    slots: Slots
     # Callers waiting for a rate token, oldest first. Tokens are handed out one at a time by
     # a pacer timer, each from the time it is actually handed out: after a stall of the
     # loop, late callers go one interval apart instead of all at once (no catch-up burst
@@ -79,8 +125,8 @@ class _Key:
 
     def idle(self, now: float, forget_after: float) -> bool:
         return (
-            self.in_use == 0
-            and not self.waiters
+            self.slots.in_use == 0
+            and not self.slots.waiting
             and not self.rate_queue
             and self.tat <= now
             and now - self.last_used >= forget_after
@@ -88,7 +134,7 @@ class _Key:
 
 
 class KeyedLimits:
-    """A concurrency limit and a rate limit per key, composed, per process.
+    """A concurrency limit and a rate limit per key, composed, per process (a :class:`Limiter`).
 
     Args:
         name: names the limits in errors and stats.
@@ -96,7 +142,7 @@ class KeyedLimits:
         rate: calls started per second per key; None for no limit.
         burst: calls that may start back to back before ``rate`` spaces them out.
         max_wait: longest wait for a slot in seconds, deadline or not; None for no cap.
-        headroom: waiting ends this many seconds before the caller's deadline.
+        margin: waiting ends this many seconds before the caller's deadline.
         forget_idle_after: seconds after which an idle key's state is dropped.
     """
 
@@ -108,31 +154,35 @@ class KeyedLimits:
         rate: float | None = None,
         burst: int = 1,
         max_wait: float | None = None,
-        headroom: float = 0.01,
+        margin: float = DEADLINE_MARGIN,
         forget_idle_after: float = 60.0,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ValueError(f"`concurrency` must be at least 1 or None, got {concurrency}")
-        if rate is not None and not rate > 0:
-            raise ValueError(f"`rate` must be positive or None, got {rate}")
-        if burst < 1:
-            raise ValueError(f"`burst` must be at least 1, got {burst}")
-        if max_wait is not None and max_wait < 0:
-            raise ValueError(f"`max_wait` must not be negative, got {max_wait}")
-        if headroom < 0 or forget_idle_after <= 0:
-            raise ValueError("`headroom` must not be negative; `forget_idle_after` positive")
+        bounds = Limits(concurrency=concurrency, rate=rate, burst=burst, max_wait=max_wait)
+        if margin < 0 or forget_idle_after <= 0:
+            raise ValueError("`margin` must not be negative; `forget_idle_after` positive")
         self.name = name
-        self.concurrency = concurrency
-        self.rate = rate
-        self.burst = burst
-        self.max_wait = max_wait
-        self.headroom = headroom
+        self.concurrency = bounds.concurrency
+        self.rate = bounds.rate
+        self.burst = bounds.burst
+        self.max_wait = bounds.max_wait
+        self.margin = margin
         self.forget_idle_after = forget_idle_after
         self._interval = 0.0 if rate is None else 1.0 / rate
         self._keys: dict[str, _Key] = {}
         self._admitted = 0
         self._rejected = 0
         self._last_sweep = -math.inf
+
+    @classmethod
+    def of(cls, name: str, limits: Limits) -> KeyedLimits:
+        """Per-process limits named ``name`` with the bounds ``limits``."""
+        return cls(
+            name,
+            concurrency=limits.concurrency,
+            rate=limits.rate,
+            burst=limits.burst,
+            max_wait=limits.max_wait,
+        )
 
     @asynccontextmanager
     async def acquire(self, key: str) -> AsyncIterator[None]:
@@ -146,10 +196,11 @@ class KeyedLimits:
         self._sweep(now)
         state = self._keys.get(key)
         if state is None:
-            state = self._keys[key] = _Key()
+            state = self._keys[key] = _Key(Slots(self.concurrency))
         state.last_used = now
-        until = self._wait_until(now)
-        await self._take_slot(loop, key, state, now, until)
+        until = wait_until(self.max_wait, margin=self.margin)
+        if not await state.slots.take(until):
+            self._reject(key, state, "concurrency", loop.time() - now)
         try:
             await self._take_token(loop, key, state, now, until)
             state.admitted += 1
@@ -162,8 +213,8 @@ class KeyedLimits:
         """A snapshot of the saturation of every key tracked now."""
         keys = {
             key: KeyStats(
-                in_use=state.in_use,
-                waiting=len(state.waiters) + sum(not f.done() for f in state.rate_queue),
+                in_use=state.slots.in_use,
+                waiting=state.slots.waiting + sum(not f.done() for f in state.rate_queue),
                 admitted=state.admitted,
                 rejected=state.rejected,
             )
@@ -177,46 +228,6 @@ class KeyedLimits:
             rejected=self._rejected,
             keys=keys,
         )
-
-    def _wait_until(self, now: float) -> float | None:
-        until = None if self.max_wait is None else now + self.max_wait
-        in_force = current_deadline()
-        if in_force is not None:
-            by_deadline = in_force.at - self.headroom
-            until = by_deadline if until is None else min(until, by_deadline)
-        return until
-
-    async def _take_slot(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        key: str,
-        state: _Key,
-        start: float,
-        until: float | None,
-    ) -> None:
-        if self.concurrency is None or (state.in_use < self.concurrency and not state.waiters):
-            state.in_use += 1
-            return
-        if until is not None and until <= start:
-            self._reject(key, state, "concurrency", 0.0)
-        waiter: asyncio.Future[bool] = loop.create_future()
-        state.waiters.append(waiter)
-        timer = None if until is None else loop.call_at(until, _expire, waiter)
-        try:
-            granted = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                # Handed a slot in the same instant we were cancelled: pass it on.
-                self._release(state, loop.time())
-            else:
-                _leave(state.waiters, waiter)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if not granted:
-            _leave(state.waiters, waiter)
-            self._reject(key, state, "concurrency", loop.time() - start)
 
     async def _take_token(
         self,
@@ -280,12 +291,7 @@ class KeyedLimits:
 
     def _release(self, state: _Key, now: float) -> None:
         state.last_used = now
-        while state.waiters:
-            waiter = state.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(True)  # the slot passes on; in_use is unchanged
-                return
-        state.in_use -= 1
+        state.slots.release()
 
     def _sweep(self, now: float) -> None:
         # Amortised: one pass over the keys at most every `forget_idle_after` seconds.
@@ -294,13 +300,6 @@ class KeyedLimits:
         self._last_sweep = now
         for key in [k for k, s in self._keys.items() if s.idle(now, self.forget_idle_after)]:
             del self._keys[key]
-
-
-def _leave(waiters: deque[asyncio.Future[bool]], waiter: asyncio.Future[bool]) -> None:
-    # A release in the same instant may have passed this (already done) waiter over and
-    # dropped it from the queue: then there is nothing left to remove.
-    if waiter in waiters:
-        waiters.remove(waiter)
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -15,10 +15,10 @@ only another process gets a core of its own. Its functions and arguments must pi
 (module-level functions), and a call costs an inter-process round trip (~0.1 ms), so use it
 for work of milliseconds and more.
 
-The issue's ``run_blocking(fn, ...)`` and ``run_cpu(fn, ...)`` are ``blocking.run(fn, ...)``
-and ``cpu.run(fn, ...)`` on pools the application owns (the service keeps them in its
-lifespan state). A module-level ``run_blocking`` would need a process-global pool, which is
-the shared, unmonitored default executor again under another name.
+There is no module-level ``run_blocking(fn, ...)``: ``blocking.run(fn, ...)`` and
+``cpu.run(fn, ...)`` run on pools the application owns (the service keeps them in its
+lifespan state). A module-level one would need a process-global pool, which is the shared,
+unmonitored default executor again under another name.
 
 Why not ``asyncio.to_thread``: it uses the loop's default executor, shared by everything
 (min(32, cores + 4) threads), unbounded in its queue and invisible to metrics. One slow
@@ -26,8 +26,8 @@ dependency fills it and every other ``to_thread`` caller waits behind it. Each
 ``BlockingPool`` owns its executor, so one kind of work cannot starve another.
 
 Bounds: at most ``max_workers`` calls run at once; up to ``max_queue`` callers wait for a
-worker, in arrival order, for as long as the deadline in force allows
-(:func:`loopwise.patterns.deadlines.time_left`). A full queue, or no worker free in time,
+worker, in arrival order, until :data:`~loopwise.patterns.deadlines.DEADLINE_MARGIN` before
+the deadline in force. A full queue, or no worker free in time,
 raises :class:`PoolSaturated` at once, so an overloaded service sheds instead of piling up.
 
 Cancellation: a caller cancelled while waiting leaves the queue at once. A caller cancelled
@@ -42,29 +42,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import enum
 import multiprocessing
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from loopwise.patterns.deadlines import time_left
-from loopwise.patterns.exceptions import ClosedResource, PoolSaturated
-from loopwise.patterns.lifecycle import AsyncResource
+from loopwise.patterns._slots import Slots, wait_until
+from loopwise.patterns.exceptions import PoolSaturated
+from loopwise.patterns.lifecycle import AsyncResource, ResourceState
 
 __all__ = ["BlockingPool", "CpuPool", "PoolStats"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-# A waiter gives up this long before the deadline. Were it to wait until the deadline
-# itself, the deadline's cancellation would race it and the caller would see
-# DeadlineExceeded instead of the cause, PoolSaturated; and a worker won with less time
-# left than this could not return a result the caller is still there to take.
-_DEADLINE_RESERVE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +76,6 @@ class PoolStats:
     completed: int
 
 
-class _State(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-
-
 class _BoundedPool(AsyncResource):
     """The bounds, queue, stats and lifecycle both pools share; calls run on its threads."""
 
@@ -100,29 +87,28 @@ class _BoundedPool(AsyncResource):
         self._name = name
         self._max_workers = max_workers
         self._max_queue = max_queue
-        self._state = _State.OPEN
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"loopwise-{name}")
-        # Invariant: 0 <= _in_use <= _max_workers, counting calls submitted and not yet
-        # finished in a thread (even when their caller was cancelled).
-        self._in_use = 0
-        # Callers waiting for a worker, oldest first; a freed worker is handed to the
-        # first one by resolving its future, so _in_use does not change in a hand-off.
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+        # Workers in use: calls submitted and not yet finished in a thread (even when their
+        # caller was cancelled), so max_workers bounds the threads really busy.
+        self._workers = Slots(max_workers)
         self._rejected = 0
         self._completed = 0
-        self._drained: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def resource_name(self) -> str:
+        return f"pool {self._name!r}"
 
     def stats(self) -> PoolStats:
         return PoolStats(
             name=self._name,
             max_workers=self._max_workers,
             max_queue=self._max_queue,
-            in_use=self._in_use,
-            queued=len(self._waiters),
+            in_use=self._workers.in_use,
+            queued=self._workers.waiting,
             rejected=self._rejected,
             completed=self._completed,
         )
@@ -133,9 +119,10 @@ class _BoundedPool(AsyncResource):
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[T] = loop.create_future()
         try:
+            assert self._executor is not None  # opened: _check_open said so
             work = self._executor.submit(fn, *args, **kwargs)
         except BaseException:
-            self._release()
+            self._workers.release()
             raise
 
         def finished(work: Future[T]) -> None:
@@ -155,7 +142,7 @@ class _BoundedPool(AsyncResource):
     def _finish(self, work: Future[T], outcome: asyncio.Future[T]) -> None:
         if not work.cancelled():
             self._completed += 1
-        self._release()
+        self._workers.release()
         if outcome.done():  # the caller was cancelled and stopped waiting
             return
         if work.cancelled():
@@ -166,76 +153,37 @@ class _BoundedPool(AsyncResource):
             outcome.set_result(work.result())
 
     async def _acquire(self) -> None:
-        if self._in_use < self._max_workers and not self._waiters:
-            self._in_use += 1
+        if self._workers.try_take():
             return
-        if len(self._waiters) >= self._max_queue:
+        if self._workers.waiting >= self._max_queue:
             self._rejected += 1
             raise PoolSaturated(self._name, "queue_full")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        left = time_left()
-        try:
-            async with asyncio.timeout(None if left is None else left - _DEADLINE_RESERVE):
-                await waiter
-        except TimeoutError:
-            self._give_back(waiter)
+        if not await self._workers.take(wait_until()):
+            self._check_open()  # woken by aclose(), not by the deadline
             self._rejected += 1
-            raise PoolSaturated(self._name, "no_worker_in_time") from None
-        except BaseException:
-            self._give_back(waiter)
-            raise
-        if self._state is _State.CLOSED:
-            self._release()
+            raise PoolSaturated(self._name, "no_worker_in_time")
+        if self.state is not ResourceState.OPENED:  # handed a worker as the pool closed
+            self._workers.release()
             self._check_open()
 
-    def _give_back(self, waiter: asyncio.Future[None]) -> None:
-        """Leave the queue; pass on a worker handed to us just before we stopped waiting."""
-        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-            self._release()
-        elif waiter in self._waiters:
-            waiter.cancel()
-            self._waiters.remove(waiter)
+    async def _aopen(self) -> None:
+        self._executor = ThreadPoolExecutor(
+            self._max_workers, thread_name_prefix=f"loopwise-{self._name}"
+        )
 
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the worker passes to it; _in_use unchanged
-                return
-        self._in_use -= 1
-        if self._in_use == 0 and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+    async def _aclose(self) -> None:
+        """Refuse new calls, fail waiting callers with ResourceClosed, wait for running calls.
 
-    def _check_open(self) -> None:
-        if self._state is _State.CLOSED:
-            raise ClosedResource(self._name, f"pool {self._name!r} is closed")
-
-    async def aclose(self) -> None:
-        """Refuse new calls, wake waiters with ClosedResource, wait for running calls.
-
-        Calls already running in threads finish first (threads cannot be interrupted);
-        closing twice is harmless.
+        Calls already running in threads finish first (threads cannot be interrupted).
         """
-        if self._state is _State.CLOSED:
-            return
-        self._state = _State.CLOSED
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(ClosedResource(self._name, f"pool {self._name!r} closed"))
-        if self._in_use:
-            self._drained = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._drained)
+        self._workers.refuse_waiting()
+        await self._workers.wait_idle()
         await self._shutdown()
 
     async def _shutdown(self) -> None:
         # Every call has finished: the threads are idle and exit without being joined.
-        self._executor.shutdown(wait=False)
-
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
 
 class BlockingPool(_BoundedPool):
@@ -254,7 +202,7 @@ class BlockingPool(_BoundedPool):
 
         Raises:
             PoolSaturated: the queue was full, or no worker freed up before the deadline.
-            ClosedResource: the pool was closed.
+            ResourceClosed: the pool is not open.
             Exception: whatever ``fn`` raised, with its traceback.
         """
         context = contextvars.copy_context()
@@ -288,7 +236,7 @@ class CpuPool(_BoundedPool):
 
         Raises:
             PoolSaturated: the queue was full, or no worker freed up before the deadline.
-            ClosedResource: the pool was closed.
+            ResourceClosed: the pool is not open.
             Exception: whatever ``fn`` raised; the worker's traceback is its ``__cause__``.
         """
         return await self._call(self._in_process, fn, *args, **kwargs)

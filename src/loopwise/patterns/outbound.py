@@ -1,15 +1,22 @@
 """Resilient HTTP to one downstream: a shared client, limits, deadlines, retries, a breaker.
 
-    async with Downstream("loyalty", "http://loyalty.internal", timeout=0.5, concurrency=10,
-                          rate=100.0) as loyalty:
-        async with deadline(0.3):                        # the request's budget
+    async with Downstream(
+        "loyalty",
+        "http://loyalty.internal",
+        timeout=0.5,                                     # one attempt, at most
+        limits=Limits(concurrency=10, rate=100.0),       # per host
+        retry=Retries(attempts=3),                       # idempotent calls only
+        breaker=CircuitBreaker("loyalty", cool_down=5.0),
+    ) as loyalty:
+        async with fail_after(0.3):                      # the request's budget
             response = await loyalty.get("/loyalty/42")  # httpx timeout <= time left
 
 One ``httpx.AsyncClient`` per downstream, opened once and shared by every call, so
 connections are reused (never a client per call). Each attempt:
 
 1. asks the :class:`~loopwise.patterns.breaker.CircuitBreaker` (fails fast while open);
-2. waits for a slot of the per-host :class:`~loopwise.patterns.limits.KeyedLimits`, no
+2. waits for a per-host slot of its :class:`~loopwise.patterns.limits.Limiter` (this
+   process's :class:`~loopwise.patterns.limits.KeyedLimits` unless given another), no
    longer than the deadline allows;
 3. sends with an httpx timeout of ``min(timeout, time_left())``, the whole exchange bounded
    by the same (httpx's timeouts are per read, a trickling body would outlast them).
@@ -34,30 +41,56 @@ import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker
 from loopwise.patterns.cancel_safe import CancelSafeTransport
-from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import time_left
 from loopwise.patterns.exceptions import (
-    ClosedResource,
     DeadlineExceeded,
     DownstreamStatusError,
     DownstreamTimeout,
     DownstreamUnreachable,
     LimitTimeout,
 )
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
-from loopwise.patterns.limits import KeyedLimits, LimitsStats
+from loopwise.patterns.lifecycle import AsyncResource
+from loopwise.patterns.limits import KeyedLimits, Limiter, Limits, LimitsStats
 from loopwise.patterns.retries import RetryBudget, RetryBudgetStats, RetryPolicy
 
-__all__ = ["IDEMPOTENT_METHODS", "RETRYABLE_STATUSES", "Downstream", "DownstreamStats"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRYABLE_STATUSES",
+    "Downstream",
+    "DownstreamStats",
+    "Retries",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retries:
+    """How a :class:`Downstream` retries a failed idempotent call (when retrying helps).
+
+        Retries(attempts=3)                            # 2 retries at most, 50 ms then 100 ms caps
+        Retries(attempts=1)                            # never retry
+        Retries(attempts=5, budget=shared_budget)      # share one budget between downstreams
+
+    Args:
+        attempts: tries per idempotent call, the first included.
+        wait_initial: backoff cap before the first retry (full jitter below it).
+        wait_max: the largest backoff cap.
+        budget: shared budget for retries; each downstream makes its own (10%, >= 1/s)
+            when None.
+    """
+
+    attempts: int = 3
+    wait_initial: float = 0.05
+    wait_max: float = 1.0
+    budget: RetryBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +110,14 @@ class Downstream(AsyncResource):
         name: names the downstream in errors, logs and stats.
         base_url: prefix for relative request URLs.
         timeout: seconds one attempt may take at most; the deadline may allow less.
-        concurrency: calls in progress at once per host.
-        rate: calls started per second per host; None for no rate limit.
-        burst: calls that may start back to back before ``rate`` spaces them.
-        max_wait: the longest wait for a limit slot; the deadline bounds it anyway.
-        max_connections: the connection pool's size; keep it >= ``concurrency``.
-        max_keepalive_connections: idle connections kept open for reuse.
-        keepalive_expiry: seconds an idle connection is kept.
-        attempts: tries per idempotent call, the first included.
-        retry_wait_initial: backoff cap before the first retry (full jitter below it).
-        retry_wait_max: the largest backoff cap.
-        retry_budget: shared budget for retries; a new one (10%, >= 1/s) by default.
+        limits: per-host bounds (10 at once, no rate limit by default), or a
+            :class:`~loopwise.patterns.limits.Limiter` shared with others.
+        retry: how idempotent calls are retried; ``Retries()`` by default.
         breaker: the circuit breaker; a default one named ``name`` when None.
+        pool: the connection pool's ``httpx.Limits``; by default as many connections as
+            ``limits.concurrency`` (idle ones kept 5 s).
         headers: sent with every request.
         transport: an httpx transport, e.g. ``httpx.MockTransport`` in tests.
-        clock: the time source for backoff sleeps; a fake one in tests.
     """
 
     def __init__(
@@ -100,46 +126,40 @@ class Downstream(AsyncResource):
         base_url: str,
         *,
         timeout: float = 2.0,
-        concurrency: int = 10,
-        rate: float | None = None,
-        burst: int = 1,
-        max_wait: float | None = None,
-        max_connections: int | None = None,
-        max_keepalive_connections: int | None = None,
-        keepalive_expiry: float = 5.0,
-        attempts: int = 3,
-        retry_wait_initial: float = 0.05,
-        retry_wait_max: float = 1.0,
-        retry_budget: RetryBudget | None = None,
+        limits: Limits | Limiter | None = None,
+        retry: Retries | None = None,
         breaker: CircuitBreaker | None = None,
+        pool: httpx.Limits | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock | None = None,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"`timeout` must be positive, got {timeout}")
+        retry = retry or Retries()
         self.name = name
         self.base_url = base_url
         self.timeout = timeout
-        self.limits = KeyedLimits(
-            name, concurrency=concurrency, rate=rate, burst=burst, max_wait=max_wait
-        )
+        if limits is None or isinstance(limits, Limits):
+            limits = KeyedLimits.of(name, limits or Limits())
+        self.limits: Limiter = limits
         self.breaker = breaker or CircuitBreaker(name)
-        self.retry_budget = retry_budget or RetryBudget(clock=clock)
+        self.retry_budget = retry.budget or RetryBudget()
         self._retries = RetryPolicy(
             on=_retryable,
-            attempts=attempts,
+            attempts=retry.attempts,
             timeout=None,  # the deadline in force bounds retries; this has none of its own
-            wait_initial=retry_wait_initial,
-            wait_max=retry_wait_max,
+            wait_initial=retry.wait_initial,
+            wait_max=retry.wait_max,
             budget=self.retry_budget,
-            clock=clock or LoopClock(),
         )
-        self._limits = httpx.Limits(
-            max_connections=max_connections or concurrency,
-            max_keepalive_connections=max_keepalive_connections or concurrency,
-            keepalive_expiry=keepalive_expiry,
-        )
+        if pool is None:
+            connections = limits.stats().concurrency or 100  # httpx's own default: 100
+            pool = httpx.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                keepalive_expiry=5.0,
+            )
+        self._pool = pool
         self._transport = transport
         self._client_args: dict[str, Any] = {
             "base_url": base_url,
@@ -148,21 +168,18 @@ class Downstream(AsyncResource):
             "follow_redirects": False,  # a redirect from a downstream is an answer, not a hop
         }
         self._client: httpx.AsyncClient | None = None
-        self._state = ResourceState.UNOPENED
 
-    async def __aenter__(self) -> Self:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedResource(
-                self.name, f"Cannot reopen downstream {self.name!r} once opened or closed."
-            )
-        transport = self._transport or CancelSafeTransport(limits=self._limits)
+    @property
+    def resource_name(self) -> str:
+        return f"downstream {self.name!r}"
+
+    async def _aopen(self) -> None:
+        transport = self._transport or CancelSafeTransport(limits=self._pool)
         self._client = httpx.AsyncClient(transport=transport, **self._client_args)
-        self._state = ResourceState.OPENED
-        return self
 
-    async def aclose(self) -> None:
-        """Close the client and its connections. Idempotent; the downstream stays closed."""
-        client, self._client, self._state = self._client, None, ResourceState.CLOSED
+    async def _aclose(self) -> None:
+        """Close the client and its connections."""
+        client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
@@ -192,12 +209,10 @@ class Downstream(AsyncResource):
             DownstreamStatusError: 5xx or 429, after retries.
             DownstreamTimeout: the attempt's own ``timeout`` ran out (deadline still open).
             DownstreamUnreachable: connect or transport failure, after retries.
-            ClosedResource: used before ``async with`` or after closing.
+            ResourceClosed: used before ``async with`` or after closing.
         """
-        if self._state is not ResourceState.OPENED or self._client is None:
-            raise ClosedResource(
-                self.name, f"downstream {self.name!r} is {self._state.name.lower()}"
-            )
+        self._check_open()
+        assert self._client is not None  # open: _aopen made it
         request = self._client.build_request(
             method, url, params=params, headers=headers, json=json, content=content
         )

@@ -15,19 +15,19 @@ Architecture Blog, 2015), so clients that failed together do not retry together.
 carrying ``retry_after`` (seconds; e.g. from a ``Retry-After`` header) waits at least that
 long, or is raised at once when that is longer than the time left.
 
-Time goes through a :class:`~loopwise.patterns.clock.Clock`: tests pass a fake one and
-never sleep.
+Time is the running event loop's (``loop.time()``, ``asyncio.sleep``), like every wait in
+this package: a test runs the loop on virtual time and never really sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from loopwise.patterns.clock import Clock, LoopClock
 from loopwise.patterns.deadlines import time_left
 
 __all__ = ["RetryBudget", "RetryBudgetStats", "RetryOn", "RetryPolicy", "retry"]
@@ -65,7 +65,6 @@ class RetryBudget:
         ratio: float = 0.1,
         min_per_second: float = 1.0,
         burst: float = 10.0,
-        clock: Clock | None = None,
     ) -> None:
         if not 0 <= ratio <= 1:
             raise ValueError(f"`ratio` must be between 0 and 1, got {ratio}")
@@ -74,7 +73,6 @@ class RetryBudget:
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.burst = burst
-        self._clock = clock or LoopClock()
         self._balance = burst
         self._updated: float | None = None
         self._calls = self._retries = self._denied = 0
@@ -100,7 +98,7 @@ class RetryBudget:
         return RetryBudgetStats(self._calls, self._retries, self._denied, self._balance)
 
     def _refill(self) -> None:
-        now = self._clock.now()
+        now = asyncio.get_running_loop().time()
         if self._updated is not None:
             earned = (now - self._updated) * self.min_per_second
             self._balance = min(self.burst, self._balance + earned)
@@ -120,7 +118,6 @@ class RetryPolicy:
         wait_exp_base: the cap grows by this factor per retry.
         wait_jitter: full jitter (on), or exactly the cap (off; for tests and demos).
         budget: the retry budget shared by every caller of the same downstream.
-        clock: where time comes from and how to wait; a fake one in tests.
         on_retry: told (retry number, wait, error) before each wait, e.g. to log it.
         random: a source of uniform floats in [0, 1) for the jitter.
     """
@@ -133,7 +130,6 @@ class RetryPolicy:
     wait_exp_base: float = 2.0
     wait_jitter: bool = True
     budget: RetryBudget | None = None
-    clock: Clock = field(default_factory=LoopClock)
     on_retry: Callable[[int, float, Exception], None] | None = None
     random: Callable[[], float] = random.random
 
@@ -160,7 +156,8 @@ class RetryPolicy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying within the bounds; else its last error."""
-        started = self.clock.now()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         if self.budget is not None:
             self.budget.record_call()
         for attempt in range(1, self.attempts + 1):
@@ -169,21 +166,21 @@ class RetryPolicy:
             except Exception as error:
                 if attempt == self.attempts or not self.retries_on(error):
                     raise
-                wait = self._wait(attempt, error, started)
+                wait = self._wait(attempt, error, loop.time() - started)
                 if wait is None:
                     raise
                 if self.on_retry is not None:
                     self.on_retry(attempt, wait, error)
-            await self.clock.sleep(wait)
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _wait(self, attempt: int, error: Exception, started: float) -> float | None:
+    def _wait(self, attempt: int, error: Exception, spent: float) -> float | None:
         """The wait before the next try, or None when a bound forbids retrying."""
         wait = self.backoff(attempt)
         asked = getattr(error, "retry_after", None)
         if isinstance(asked, int | float) and asked > wait:
             wait = float(asked)
-        if self.timeout is not None and self.clock.now() + wait - started > self.timeout:
+        if self.timeout is not None and spent + wait > self.timeout:
             return None
         left = time_left()
         if left is not None and wait >= left:
@@ -203,7 +200,6 @@ def retry(
     wait_exp_base: float = 2.0,
     wait_jitter: bool = True,
     budget: RetryBudget | None = None,
-    clock: Clock | None = None,
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
     """Decorate an async function to retry it under a :class:`RetryPolicy` built from these."""
     policy = RetryPolicy(
@@ -215,7 +211,6 @@ def retry(
         wait_exp_base=wait_exp_base,
         wait_jitter=wait_jitter,
         budget=budget,
-        clock=clock or LoopClock(),
     )
 
     def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import enum
 import sys
 import threading
 import time
@@ -31,18 +30,17 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 
-from loopwise.patterns.exceptions import ClosedResource
 from loopwise.patterns.lifecycle import AsyncResource
 
 __all__ = ["DEFAULT_LAG_BUCKETS", "LagStats", "LoopWatchdog"]
 
 # Seconds; from "unnoticeable" to "the request has timed out". 15 and 20 ms are there so
-# that issue 6's target, lag max < 20 ms, can be read off the histogram: a max in the
-# bucket ending at 15 ms is under 20; one ending at 20 ms may be exactly 20.
+# that a lag target of "max < 20 ms" can be read off the histogram: a max in the bucket
+# ending at 15 ms is under 20; one ending at 20 ms may be exactly 20.
 DEFAULT_LAG_BUCKETS = (
     0.001,
     0.0025,
@@ -77,12 +75,6 @@ class LagStats:
     max: float
     stalls: int
     stalled: bool
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
 
 
 class _Probe:
@@ -131,7 +123,6 @@ class LoopWatchdog(AsyncResource):
         self._buckets = tuple(buckets)
         self._log = logger or structlog.get_logger(logger_name="loopwise.watchdog")
         self._on_lag = on_lag
-        self._state = _State.NEW
         self._stop = threading.Event()
         # The histogram is written by the watchdog thread and read by stats() on the
         # loop: the lock keeps a snapshot's count, sum and buckets consistent.
@@ -156,11 +147,11 @@ class LoopWatchdog(AsyncResource):
                 stalled=self._stalled,
             )
 
-    async def __aenter__(self) -> Self:
-        if self._state is _State.CLOSED:
-            raise ClosedResource("watchdog", "the watchdog was closed and cannot be restarted")
-        if self._state is _State.RUNNING:
-            raise RuntimeError("the watchdog is already running")
+    @property
+    def resource_name(self) -> str:
+        return "watchdog"
+
+    async def _aopen(self) -> None:
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         thread = threading.Thread(
@@ -170,15 +161,12 @@ class LoopWatchdog(AsyncResource):
             daemon=True,  # never holds up interpreter exit, even if aclose() was skipped
         )
         thread.start()
-        self._state = _State.RUNNING
-        return self
 
-    async def aclose(self) -> None:
-        """Stop the thread and wait until it has finished; closing twice is harmless."""
-        if self._state is _State.RUNNING and self._exited is not None:
-            self._stop.set()
+    async def _aclose(self) -> None:
+        """Stop the thread and wait until it has finished."""
+        self._stop.set()
+        if self._exited is not None:
             await asyncio.shield(self._exited)
-        self._state = _State.CLOSED
 
     # Everything below runs in the watchdog thread.
 

@@ -13,24 +13,24 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
+from loopwise.patterns import BlockingPool, LoopWatchdog
 from loopwise.service.accounts.downstreams import Downstreams
+from loopwise.service.accounts.emails import account_job_handlers
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
+from loopwise.service.drain import Drain
 from loopwise.service.http import health
-from loopwise.service.http import metrics as metrics_routes
 from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
 from loopwise.service.http.compression import Compression
-from loopwise.service.http.drain import Drain
-from loopwise.service.http.metrics import Metrics
+from loopwise.service.http.metrics import Metrics, metrics_router
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.openapi import DESCRIPTION, document_api
 from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
-from loopwise.service.jobs import BackgroundWork, Worker, job_handlers
+from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision
 from loopwise.service.settings import Settings, load_settings
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
 
     Args:
         settings: validated settings; ``database_url`` must be set.
-        handle_sigterm: make SIGTERM start a drain (``service/http/drain.py``); for server
+        handle_sigterm: make SIGTERM start a drain (``service/drain.py``); for server
             workers only, whose lifespan runs on the loop granian serves from.
     """
     if settings.database_url is None:
@@ -76,16 +76,17 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
         async with AsyncExitStack() as stack:
             if handle_sigterm:
                 await stack.enter_async_context(drain.handling_sigterm())
-            blocking, cpu, watchdog = await _open_off_loop(stack, settings, metrics)
+            blocking, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
-            metrics.track_database(db)
+            metrics.track("db_pool", db)
+            metrics.track("jobs_queue", QueueDepth(db))
             revision = await blocking.run(expected_revision)
             # Build the OpenAPI schema now: it reads source files, which has no place on
             # the loop, and /openapi.json and the 405 handler then serve the cached copy.
             await blocking.run(app.openapi)
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
-            metrics.track_pool(passwords.pool)
+            metrics.track("offload", passwords.pool)
             sessions = await stack.enter_async_context(
                 SessionCache(
                     listen_dsn,
@@ -93,22 +94,21 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
                     max_entries=settings.session_cache_size,
                 )
             )
-            metrics.track_session_cache(sessions.stats)
+            metrics.track("session_cache", sessions)
             timezones = await blocking.run(load_timezones)
-            # Outbound: one shared client per configured downstream (issue 5).
+            # Outbound: one shared client per configured downstream, so connections are reused.
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
-            metrics.track_downstreams(downstreams.stats)
-            # Jobs: best-effort work drains after the worker; the worker stops before the pool.
-            background = await stack.enter_async_context(
-                BackgroundWork(grace=settings.shutdown_grace)
-            )
+            metrics.track("downstream", downstreams)
+            # Jobs: the worker stops before the pool it uses.
             worker = None
             if settings.jobs_in_process:
                 worker = await stack.enter_async_context(
-                    Worker.from_settings(settings, db.pool, job_handlers(settings), listen_dsn)
+                    Worker.from_settings(
+                        settings, db.pool, account_job_handlers(settings, db.pool), listen_dsn
+                    )
                 )
-                metrics.track_job_worker(worker.stats)
-            metrics.track_admission(gate)
+                metrics.track("jobs", worker)
+            metrics.track("http_requests", gate)
             # Unwound first: admitted requests finish before anything they use closes.
             stack.push_async_callback(gate.drain, settings.shutdown_grace)
             _freeze_startup_objects(stack)
@@ -119,14 +119,11 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
                 db=db,
                 schema_revision=revision,
                 blocking=blocking,
-                cpu=cpu,
                 watchdog=watchdog,
-                metrics=metrics,
                 passwords=passwords,
                 sessions=sessions,
                 timezones=timezones,
                 downstreams=downstreams,
-                background=background,
                 job_worker=worker,
             )
             _log.info("stopping")
@@ -151,7 +148,7 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
     document_api(app, shed_exempt=EXEMPT_PATHS)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
-        _add_routes(app, metrics_routes.router)
+        _add_routes(app, metrics_router(metrics))
     # Added last runs first: the request id exists before anything else can log.
     if settings.gzip_min_bytes:
         # Innermost: the access log and metrics see the status, and a request shed by
@@ -197,8 +194,8 @@ def _add_routes(app: FastAPI, *routers: APIRouter) -> None:
 
 async def _open_off_loop(
     stack: AsyncExitStack, settings: Settings, metrics: Metrics
-) -> tuple[BlockingPool, CpuPool, LoopWatchdog | None]:
-    """Metrics, the loop watchdog and the off-loop pools (issue 6), closed by ``stack``."""
+) -> tuple[BlockingPool, LoopWatchdog | None]:
+    """Metrics, the loop watchdog and the blocking-call pool, closed by ``stack``."""
     await stack.enter_async_context(metrics)
     watchdog = None
     if settings.watchdog_enabled:
@@ -208,15 +205,13 @@ async def _open_off_loop(
             on_lag=metrics.loop_lag.observe,
         )
         await stack.enter_async_context(watchdog)
-        metrics.track_watchdog(watchdog.stats)
+        metrics.track("event_loop", watchdog)
     blocking = BlockingPool(
         "blocking", max_workers=settings.blocking_workers, max_queue=settings.blocking_queue
     )
-    cpu = CpuPool("cpu", max_workers=settings.cpu_workers, max_queue=settings.cpu_queue)
-    for pool in (blocking, cpu):
-        await stack.enter_async_context(pool)
-        metrics.track_pool(pool)
-    return blocking, cpu, watchdog
+    await stack.enter_async_context(blocking)
+    metrics.track("offload", blocking)
+    return blocking, watchdog
 
 
 def create_app_from_env() -> FastAPI:

@@ -40,20 +40,20 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple
 
 import asyncpg
 import asyncpg.pool
 
 from loopwise.patterns.deadlines import time_left
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
 __all__ = [
-    "ClosedDatabase",
     "Connection",
     "Database",
+    "DatabaseStats",
     "EmbeddedUnavailable",
     "PoolExhausted",
     "embedded_postgres",
@@ -65,10 +65,6 @@ _log = get_logger("loopwise.db")
 # What `pool.acquire()` yields, or a plain connection: for functions that run inside the
 # caller's transaction.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-class ClosedDatabase(RuntimeError):
-    """The pool was used before it was opened, or after it was closed."""
 
 
 class PoolExhausted(TimeoutError):
@@ -83,9 +79,9 @@ class _BoundedWaitPool(asyncpg.Pool):
     unbounded queue inside the process. With a bound the excess fails fast, and the
     problem handler turns it into 503 with Retry-After.
 
-    ``waiting`` counts the acquires in progress (suspended ones, as any reader on the loop
-    sees them) and ``on_wait`` receives each acquire's wait in seconds, the fast path's
-    included: the pool's saturation as the metrics report it.
+    ``waiting`` counts the acquires in progress (the suspended ones, as any reader on the
+    loop sees them) and ``on_wait`` receives each acquire's wait in seconds, the fast
+    path's included: the pool's saturation as the metrics report it.
     """
 
     def __init__(
@@ -125,12 +121,15 @@ class _BoundedWaitPool(asyncpg.Pool):
             self._on_wait(time.perf_counter() - started)
 
 
-class Database(AsyncResource):
-    """One asyncpg pool: opened once, closed once, never reopened.
+class DatabaseStats(NamedTuple):
+    max_size: int
+    size: int
+    idle: int
+    waiting: int  # acquires waiting for a connection to free up
 
-    ``on_acquire_wait``, when set (the metrics set it), receives the seconds each
-    acquire waited for a connection.
-    """
+
+class Database(AsyncResource):
+    """One asyncpg pool: opened once, closed once, never reopened."""
 
     def __init__(
         self,
@@ -149,7 +148,7 @@ class Database(AsyncResource):
         self._max_size = max_size
         self._statement_timeout = statement_timeout
         self._pool: _BoundedWaitPool | None = None
-        self._state = ResourceState.UNOPENED
+        # Set by the metrics: receives the seconds each acquire waited for a connection.
         self.on_acquire_wait: Callable[[float], None] | None = None
 
     @classmethod
@@ -164,23 +163,35 @@ class Database(AsyncResource):
         )
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        if self._state is not ResourceState.OPENED or self._pool is None:
-            raise ClosedDatabase(f"the database pool is {self._state.name.lower()}")
-        return self._pool
+    def resource_name(self) -> str:
+        return "database pool"
 
     @property
-    def waiting(self) -> int:
-        """Acquires waiting for a connection now (0 when the pool is not open)."""
-        return 0 if self._pool is None else self._pool.waiting
+    def pool(self) -> asyncpg.Pool:
+        """The open pool.
+
+        Raises:
+            ResourceClosed: before opening, or after closing.
+        """
+        self._check_open()
+        assert self._pool is not None  # made by _aopen
+        return self._pool
 
     def _acquire_waited(self, seconds: float) -> None:
         if self.on_acquire_wait is not None:
             self.on_acquire_wait(seconds)
 
-    async def open(self) -> None:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedDatabase("Cannot reopen a database pool once it has been opened or closed.")
+    def stats(self) -> DatabaseStats:
+        """The pool's size and idle connections, for metrics.
+
+        Raises:
+            ResourceClosed: the pool is not open.
+        """
+        pool = self.pool
+        waiting = 0 if self._pool is None else self._pool.waiting
+        return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size(), waiting)
+
+    async def _aopen(self) -> None:
         statement_ms = int(self._statement_timeout * 1000)
         # A connection left idle in a transaction holds locks; end it.
         idle_ms = int(max(self._statement_timeout * 2, 10) * 1000)
@@ -222,7 +233,6 @@ class Database(AsyncResource):
         )
         await pool  # connects min_size connections
         self._pool = pool
-        self._state = ResourceState.OPENED
         if self.pooled and self._min_size > 0:
             jit = await self._pool.fetchval("SHOW jit")
             if jit != "off":
@@ -232,14 +242,9 @@ class Database(AsyncResource):
                     "introspection cannot turn it off through a transaction pooler",
                 )
 
-    async def aclose(self) -> None:
-        if self._state is ResourceState.OPENED and self._pool is not None:
+    async def _aclose(self) -> None:
+        if self._pool is not None:
             await self._pool.close()
-        self._state = ResourceState.CLOSED
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
 
 
 @contextlib.asynccontextmanager

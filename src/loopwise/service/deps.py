@@ -16,19 +16,17 @@ import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from loopwise.patterns import BlockingPool, CpuPool
 from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.accounts.sessions import Caller
 from loopwise.service.db import Database
-from loopwise.service.exceptions import Unauthenticated
+from loopwise.service.exceptions import Forbidden, Unauthenticated
 from loopwise.service.settings import Settings
+from loopwise.service.state import lifespan_state
 
 __all__ = [
-    "Blocking",
     "ClientAddress",
-    "Cpu",
     "CurrentUser",
     "Db",
     "Downstreams_",
@@ -37,56 +35,36 @@ __all__ = [
     "Sessions",
     "Settings_",
     "Timezones",
+    "VerifiedUser",
 ]
 
 
 async def _db(request: Request) -> Database:
-    db: Database = request.state.db
-    return db
+    return lifespan_state(request)["db"]
 
 
 async def _pool(request: Request) -> asyncpg.Pool:
-    db: Database = request.state.db
-    return db.pool
+    return lifespan_state(request)["db"].pool
 
 
 async def _downstreams(request: Request) -> Downstreams:
-    downstreams: Downstreams = request.state.downstreams
-    return downstreams
+    return lifespan_state(request)["downstreams"]
 
 
 async def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
-async def _blocking(request: Request) -> BlockingPool:
-    pool: BlockingPool = request.state.blocking
-    return pool
-
-
-async def _cpu(request: Request) -> CpuPool:
-    pool: CpuPool = request.state.cpu
-    return pool
-
-
-Blocking = Annotated[BlockingPool, Depends(_blocking)]  # await blocking.run(fn, ...)
-Cpu = Annotated[CpuPool, Depends(_cpu)]  # await cpu.run(fn, ...)
+    return lifespan_state(request)["settings"]
 
 
 async def _sessions(request: Request) -> SessionCache:
-    sessions: SessionCache = request.state.sessions
-    return sessions
+    return lifespan_state(request)["sessions"]
 
 
 async def _passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.state.passwords
-    return passwords
+    return lifespan_state(request)["passwords"]
 
 
 async def _timezones(request: Request) -> frozenset[str]:
-    timezones: frozenset[str] = request.state.timezones
-    return timezones
+    return lifespan_state(request)["timezones"]
 
 
 async def _client_address(request: Request) -> str:
@@ -114,9 +92,8 @@ class _SessionBearer(HTTPBearer):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("A bearer token is required.")
-        db: Database = request.state.db
-        sessions: SessionCache = request.state.sessions
-        caller = await sessions.find_caller(db.pool, token.strip())
+        state = lifespan_state(request)
+        caller = await state["sessions"].find_caller(state["db"].pool, token.strip())
         if caller is None:
             raise Unauthenticated("The token is invalid, expired or revoked.")
         return caller
@@ -131,3 +108,15 @@ ClientAddress = Annotated[str, Depends(_client_address)]
 CurrentUser = Annotated[Caller, Depends(_SessionBearer())]
 Sessions = Annotated[SessionCache, Depends(_sessions)]  # sessions.forget_session(hash) ...
 Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]
+
+
+async def _verified_user(caller: CurrentUser) -> Caller:
+    # The rule (docs/operations/accounts.md): an unverified account may sign in, read and
+    # change its profile and preferences, verify, reset its password and delete itself;
+    # what has consequences beyond the account (placing orders) waits for a proven address.
+    if not caller.email_verified:
+        raise Forbidden("Verify your email address first: see POST /verify-email.")
+    return caller
+
+
+VerifiedUser = Annotated[Caller, Depends(_verified_user)]  # the caller, address proven

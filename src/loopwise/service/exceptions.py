@@ -7,7 +7,6 @@
     ├── NotFound              404
     ├── Conflict              409
     ├── PreconditionFailed    412  (If-Match / If-Unmodified-Since did not hold)
-    ├── PayloadTooLarge       413
     ├── PreconditionRequired  428  (a whole-resource write without a precondition)
     ├── TooManyRequests       429  (carries retry_after)
     └── Unavailable           503  (carries retry_after)
@@ -22,7 +21,6 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
-    "PayloadTooLarge",
     "PreconditionFailed",
     "PreconditionRequired",
     "ServiceError",
@@ -69,10 +67,6 @@ class Conflict(ServiceError):
 
 class PreconditionFailed(ServiceError):
     status, title = 412, "Precondition Failed"
-
-
-class PayloadTooLarge(ServiceError):
-    status, title = 413, "Content Too Large"
 
 
 class PreconditionRequired(ServiceError):

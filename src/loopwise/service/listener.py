@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Self
 
 import asyncpg
 
-from loopwise.patterns import ClosedResource, ResourceState
 from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.logs import get_logger
 
@@ -58,7 +56,6 @@ class PgListener(AsyncResource):
         self._name = name
         self._retry = retry_interval
         self._ping = ping_interval
-        self._state = ResourceState.UNOPENED
         self._task: asyncio.Task[None] | None = None
         self._listening = False
 
@@ -67,17 +64,14 @@ class PgListener(AsyncResource):
         """Whether LISTEN is in force right now (notifications are being received)."""
         return self._listening
 
-    async def __aenter__(self) -> Self:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedResource(self._name, "Cannot reopen a listener once it has been opened.")
-        self._state = ResourceState.OPENED
-        self._task = asyncio.create_task(self._run(), name=f"listen-{self._name}")
-        return self
+    @property
+    def resource_name(self) -> str:
+        return f"listener {self._name!r}"
 
-    async def aclose(self) -> None:
-        if self._state is ResourceState.CLOSED:
-            return
-        self._state = ResourceState.CLOSED
+    async def _aopen(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"listen-{self._name}")
+
+    async def _aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -94,8 +94,6 @@ class Settings(BaseSettings):
     watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
     blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
     blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
-    cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    cpu_queue: int = Field(default=64, ge=0, le=100_000)
     metrics_enabled: bool = True  # serve GET /metrics
     # Responses: gzip bodies of at least this many bytes when the client accepts gzip
     # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.
@@ -153,6 +151,18 @@ class Settings(BaseSettings):
     smtp_connect_timeout: PositiveSeconds = 10.0
     smtp_send_timeout: PositiveSeconds = 30.0
 
+    # Account lifecycle (docs/operations/accounts.md): verification and reset links, and
+    # the throttles on requests that send email. Links in emails start with `public_url`,
+    # never with a request's Host header (a client picks that one).
+    public_url: str = "http://127.0.0.1:8000"
+    email_verify_ttl: float = Field(default=48 * 3600, ge=300, le=30 * 86400)  # seconds
+    # Short: a reset link in a mailbox is a password (OWASP: "expire after a short time").
+    password_reset_ttl: float = Field(default=1800, ge=60, le=86400)  # seconds
+    email_throttle_window: float = Field(default=3600, ge=1, le=86400)  # seconds
+    password_reset_max_per_email: int = Field(default=3, ge=1, le=1000)  # per window
+    password_reset_max_per_client: int = Field(default=20, ge=1, le=100_000)  # per window
+    verify_resend_max: int = Field(default=3, ge=1, le=1000)  # per account per window
+
     # Background jobs (the durable queue in PostgreSQL).
     jobs_in_process: bool = Field(
         default=True, description="Run job workers inside `serve`; off when `worker` runs them."
@@ -177,6 +187,16 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value.rstrip("/")
 
     @field_validator("loyalty_url", "shipments_url")
     @classmethod

@@ -1,20 +1,29 @@
-"""What the app's lifespan owns and hands to every request (Starlette lifespan state)."""
+"""What the app's lifespan owns and hands to every request (Starlette lifespan state).
+
+    state = lifespan_state(request)     # typed: state["db"] is a Database
+    db = state["db"]
+
+Starlette hands each request a shallow copy of what the lifespan yielded, in
+``scope["state"]``; :func:`lifespan_state` reads it with its type, so nothing reads
+``request.state`` untyped. Routes declare what they need through the aliases in ``deps``.
+"""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypedDict, cast
 
-from loopwise.patterns import BlockingPool, CpuPool, LoopWatchdog
+from starlette.requests import HTTPConnection
+
+from loopwise.patterns import BlockingPool, LoopWatchdog
 from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
-from loopwise.service.http.drain import Drain
-from loopwise.service.http.metrics import Metrics
-from loopwise.service.jobs import BackgroundWork, Worker
+from loopwise.service.drain import Drain
+from loopwise.service.jobs import Worker
 from loopwise.service.settings import Settings
 
-__all__ = ["AppState"]
+__all__ = ["AppState", "lifespan_state"]
 
 
 class AppState(TypedDict):
@@ -23,18 +32,21 @@ class AppState(TypedDict):
     db: Database
     # The newest migration this code ships; /readyz compares the database against it.
     schema_revision: str | None
-    # Off the loop (issue 6): blocking calls and CPU-bound work, the watchdog, metrics.
+    # Off the loop: blocking calls (file reads, tracebacks) run on a bounded thread pool;
+    # the watchdog measures the loop's lag.
     blocking: BlockingPool
-    cpu: CpuPool
     watchdog: LoopWatchdog | None  # None when LOOPWISE_WATCHDOG_ENABLED is off
-    metrics: Metrics
     # Accounts: argon2id on its own bounded thread pool; IANA zone names for preferences.
     passwords: Passwords
     sessions: SessionCache  # callers by token, forgotten when PostgreSQL announces a change
     timezones: frozenset[str]
     # The optional downstream services (loyalty, shipments); stats() for /metrics.
     downstreams: Downstreams
-    # Best-effort in-process work, and the durable job worker (None when
-    # LOOPWISE_JOBS_IN_PROCESS is off and `loopwise worker` processes run the jobs).
-    background: BackgroundWork
+    # The durable job worker (None when LOOPWISE_JOBS_IN_PROCESS is off and
+    # `loopwise worker` processes run the jobs).
     job_worker: Worker | None
+
+
+def lifespan_state(connection: HTTPConnection) -> AppState:
+    """The resources the app's lifespan yielded, as this request sees them."""
+    return cast("AppState", connection.scope["state"])

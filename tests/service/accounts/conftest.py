@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,20 +36,36 @@ MakeAccount = Callable[..., Awaitable[Account]]
 
 
 @pytest.fixture
-def make_account(client: httpx.AsyncClient) -> MakeAccount:
-    """Register a fresh user and log in; returns its id, credentials and token."""
+def make_account(client: httpx.AsyncClient, database_url: str) -> MakeAccount:
+    """Register a fresh user and log in; returns its id, credentials and token.
+
+    The address is marked verified in SQL unless ``verified=False``: the link's own path
+    is tested in ``test_verification.py``; elsewhere an unverified account is in the way.
+    """
     numbers = itertools.count(1)
 
-    async def make(email: str | None = None, password: str = PASSWORD) -> Account:
+    async def make(
+        email: str | None = None, password: str = PASSWORD, *, verified: bool = True
+    ) -> Account:
         email = email or f"user{next(numbers)}@example.com"
         registered = await client.post(
             "/register", json={"email": email, "password": password, "display_name": "Ada"}
         )
         assert registered.status_code == 201, registered.text
+        if verified:
+            await mark_verified(database_url, registered.json()["id"])
         token = await login(client, email, password)
         return Account(registered.json()["id"], email, password, token)
 
     return make
+
+
+async def mark_verified(database_url: str, user_id: int) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE users SET email_verified_at = now() WHERE id = $1", user_id)
+    finally:
+        await conn.close()
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str) -> str:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from loopwise.service.accounts.passwords import ClosedPasswords, Passwords
+from loopwise.patterns import ResourceClosed
+from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.priority import ThreadPriority
 from loopwise.service.settings import Settings
@@ -103,9 +104,9 @@ async def test_refuses_use_after_close() -> None:
     hasher = Passwords(**CHEAP, workers=1, queue=0)
     async with hasher:
         pass
-    with pytest.raises(ClosedPasswords):
+    with pytest.raises(ResourceClosed):
         await hasher.hash("whatever1")
-    with pytest.raises(ClosedPasswords):
+    with pytest.raises(ResourceClosed):
         await hasher.open()
 
 

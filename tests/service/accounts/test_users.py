@@ -34,7 +34,7 @@ async def test_register_returns_the_user_without_secrets(
     response = await client.post("/register", json=_registration())
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "email", "display_name", "created_at"}
+    assert set(body) == {"id", "email", "display_name", "created_at", "email_verified"}
     assert body["email"] == "new@example.com"
     conn = await asyncpg.connect(database_url)
     try:

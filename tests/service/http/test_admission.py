@@ -49,7 +49,9 @@ async def serving(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, LifespanManager]]:
     app = create_app(settings.model_copy(update={"jobs_in_process": False, **limits}))
     app.add_api_route("/_hold", holder)
-    manager = LifespanManager(app)
+    # Start-up opens pools and hashes once off the loop: seconds on a saturated machine,
+    # past asgi-lifespan's 5 s default.
+    manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)
     await manager.__aenter__()
     try:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
@@ -157,19 +159,23 @@ async def test_a_waiting_request_takes_the_freed_slot_and_a_full_queue_sheds() -
     assert (gate.in_flight, gate.queued, gate.shed) == (0, 0, 1)
 
 
+@pytest.mark.virtual_time
 async def test_a_request_that_waits_too_long_is_shed() -> None:
-    """Past the wait bound a queued request is answered 503 and the slot count is intact."""
+    """Past the wait bound (exactly, on virtual time) a queued request is answered 503."""
     release = asyncio.Event()
 
     async def inner(scope: object, receive: object, send: object) -> None:
         await release.wait()
 
-    gate = Admission(limit=1, queue=8, wait=0.01)
+    gate = Admission(limit=1, queue=8, wait=0.25)
     app = AdmissionControl(inner, gate=gate)
     first = asyncio.create_task(_asgi_request(app))
     await asyncio.sleep(0)  # one turn of the loop: it is admitted and waits inside
     assert gate.in_flight == 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     late = await _asgi_request(app)
+    assert loop.time() - started == 0.25
     release.set()
     await first
     assert late[0]["status"] == 503
@@ -217,3 +223,26 @@ async def test_drain_sheds_newcomers_and_waits_for_requests_in_flight() -> None:
     await first
     assert await draining is True
     assert gate.in_flight == 0
+
+
+@pytest.mark.virtual_time
+async def test_drain_gives_up_after_its_grace() -> None:
+    """A request still in flight when the grace ends: drain returns False, exactly on time."""
+    release = asyncio.Event()
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        await release.wait()
+
+    gate = Admission(limit=1, queue=1, wait=3600)
+    app = AdmissionControl(inner, gate=gate)
+    stuck = asyncio.create_task(_asgi_request(app))
+    queued = asyncio.create_task(_asgi_request(app))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await gate.drain(5.0) is False
+    assert loop.time() - started == 5.0
+    assert (await queued)[0]["status"] == 503  # the waiting one was shed at once
+    release.set()
+    await stuck
+    assert (gate.in_flight, gate.queued, gate.shed) == (0, 0, 1)

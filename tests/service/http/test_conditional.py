@@ -87,7 +87,9 @@ def test_required_precondition() -> None:
         Precondition.of(_headers(), "p", 1, required=True)
     with pytest.raises(PreconditionRequired):
         Precondition.of(_headers(if_unmodified_since="yesterday"), "p", 1, required=True)
-    assert not Precondition.of(_headers(), "p", 1, required=False).present
+    optional = Precondition.of(_headers(), "p", 1, required=False)
+    assert optional.versions is None
+    assert optional.unmodified_since is None
 
 
 def test_failure_names_the_current_tag() -> None:

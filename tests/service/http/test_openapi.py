@@ -31,7 +31,6 @@ make_account = accounts.make_account  # the accounts tests' fixture, shared by n
 UNDRIVEN: dict[tuple[str, str] | str, str] = {
     "500": "a crash: tests/service/http/test_health.py::test_unexpected_error_is_a_bare_500",
     "503": "saturation or a lost database: tests/service/http/test_admission.py",
-    ("PATCH /users/me", "404"): "the account deleted between authentication and the write",
     ("PATCH /users/me", "409"): "two password changes racing",
 }
 

@@ -1,12 +1,10 @@
-"""The jobs wired into the service: the app's lifespan worker, the outbox, the CLI."""
+"""The jobs wired into the service: the app's lifespan worker, the outbox, the public names."""
 
 from __future__ import annotations
 
 import asyncio
 import email
 import email.policy
-import os
-import sys
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import loopwise.service.jobs as jobs
 from loopwise.service.app import create_app
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email, job_handlers
 from loopwise.service.settings import Settings
+from loopwise.service.state import lifespan_state
 from tests.service.jobs.conftest import Observed, worker
 from tests.service.jobs.smtp import SmtpServer
 
@@ -42,13 +41,12 @@ async def test_app_runs_the_worker_in_process(settings: Settings, smtp: SmtpServ
 
 
 async def test_app_can_leave_jobs_to_worker_processes(settings: Settings) -> None:
-    """With LOOPWISE_JOBS_IN_PROCESS off the app runs no worker, only best-effort work."""
+    """With LOOPWISE_JOBS_IN_PROCESS off the app runs no job worker of its own."""
     app = create_app(settings.model_copy(update={"jobs_in_process": False}))
     seen: dict[str, object] = {}
 
     async def probe(request: Request) -> None:
-        seen["worker"] = request.state.job_worker
-        seen["background"] = request.state.background
+        seen["worker"] = lifespan_state(request)["job_worker"]
 
     app.add_api_route("/_probe", probe)
     async with LifespanManager(app) as manager:
@@ -56,7 +54,6 @@ async def test_app_can_leave_jobs_to_worker_processes(settings: Settings) -> Non
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/_probe")).status_code == 200
     assert seen["worker"] is None
-    assert isinstance(seen["background"], jobs.BackgroundWork)
 
 
 async def test_embedded_default_writes_eml_files(
@@ -84,61 +81,14 @@ async def test_embedded_default_writes_eml_files(
     assert "Hello New &lt;User&gt;," in html.get_content()
 
 
-async def _loopwise(database_url: str, cwd: Path, *args: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWISE_")}
-    env |= {"LOOPWISE_DATABASE_URL": database_url, "LOOPWISE_LOG_LEVEL": "warning"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loopwise",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
-async def test_jobs_command_shows_retries_and_discards(database_url: str, tmp_path: Path) -> None:
-    """`loopwise jobs` counts by state, lists dead jobs with errors, retries and discards."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            """INSERT INTO jobs (kind, max_attempts, attempts, state, finished_at, last_error)
-               VALUES ('email.welcome', 3, 3, 'dead', now(), 'SMTP said no'),
-                      ('email.welcome', 3, 3, 'dead', now(), 'again')"""
-        )
-    finally:
-        await conn.close()
-    code, out = await _loopwise(database_url, tmp_path, "jobs", "counts")
-    assert (code, out.split()) == (0, ["queued", "0", "running", "0", "done", "0", "dead", "2"])
-    code, out = await _loopwise(database_url, tmp_path, "jobs", "dead")
-    assert code == 0
-    assert "1\temail.welcome\tattempts=3" in out
-    assert "SMTP said no" in out
-    code, out = await _loopwise(database_url, tmp_path, "jobs", "retry", "1")
-    assert (code, out.strip()) == (0, "requeued 1 dead job(s)")
-    code, out = await _loopwise(database_url, tmp_path, "jobs", "discard", "--all")
-    assert (code, out.strip()) == (0, "discarded 1 dead job(s)")
-    code, out = await _loopwise(database_url, tmp_path, "jobs", "retry")
-    assert code == 2
-    assert "pass --all" in out
-
-
 def test_public_names_are_pinned() -> None:
     """The jobs package exports exactly these names."""
     assert sorted(jobs.__all__) == sorted(
         [
             "CHANNEL",
             "WELCOME_EMAIL",
-            "BackgroundStats",
-            "BackgroundWork",
-            "ClosedBackgroundWork",
-            "ClosedWorker",
             "DeadJob",
+            "QueueDepth",
             "Job",
             "JobState",
             "PermanentJobError",

@@ -204,3 +204,24 @@ async def test_prune_deletes_only_old_done_jobs(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await admin.prune_finished(conn, older_than=86400, batch=1) == 2
     assert await pool.fetchval("SELECT array_agg(id ORDER BY id) FROM jobs") == [3, 4, 5]
+
+
+async def test_higher_priority_is_claimed_first(pool: asyncpg.Pool) -> None:
+    """A job queued behind a backlog but with a higher priority is the next one claimed."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO jobs (kind, payload, max_attempts) "
+            "SELECT 'test.job', jsonb_build_object('n', g), 3 FROM generate_series(1, 500) g"
+        )
+        urgent = await queue.enqueue(conn, "test.job", {"n": 0}, max_attempts=3, priority=10)
+        later = await queue.enqueue(conn, "test.job", {"n": -1}, max_attempts=3, priority=5)
+    claimed = await _claim(pool, limit=3)
+    assert [job.id for job in claimed[:2]] == [urgent, later]
+    assert claimed[2].payload == {"n": 1}  # then the backlog, oldest first
+
+
+async def test_priority_out_of_range_is_refused(pool: asyncpg.Pool) -> None:
+    """Priorities outside -100..100 are a programming error, named as such."""
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="`priority`"):
+            await queue.enqueue(conn, "test.job", {}, max_attempts=1, priority=1000)

@@ -9,12 +9,13 @@ import aiosmtplib
 import asyncpg
 import pytest
 
+from loopwise.patterns import ResourceClosed
 from loopwise.patterns.exceptions import DeadlineExceeded
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.queue import Job
 from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email
-from loopwise.service.jobs.worker import ClosedWorker, Worker
+from loopwise.service.jobs.worker import Worker
 from tests.service.jobs.conftest import Observed, job_row, welcome_handlers, worker
 from tests.service.jobs.smtp import SmtpServer, free_port, silent_server, smtp_server
 
@@ -285,5 +286,5 @@ async def test_worker_cannot_restart(pool: asyncpg.Pool) -> None:
     async with w:
         pass
     await w.aclose()
-    with pytest.raises(ClosedWorker, match="Cannot restart"):
+    with pytest.raises(ResourceClosed, match="Cannot reopen"):
         await w.__aenter__()

@@ -1,7 +1,7 @@
-"""The seed's naive version of the same endpoints, built as its blog post describes.
+"""The naive version of the same endpoints, built as a well-read blog post describes.
 
 This is the comparison the benchmark exists for, so it follows the blog's patterns
-faithfully rather than fixing them (/work/shared/seed: "5 Async Python Patterns"):
+faithfully rather than fixing them ("5 Async Python Patterns"):
 
 - a new asyncpg connection per query, opened and closed by an async context manager
   (pattern 2), with the overview's three reads fanned out in a ``TaskGroup`` (pattern 1);
@@ -11,7 +11,7 @@ faithfully rather than fixing them (/work/shared/seed: "5 Async Python Patterns"
 - the welcome email sent with FastAPI ``BackgroundTasks`` after the response (pattern 5),
   password hashing in ``asyncio.to_thread`` (the golden rule).
 
-Same schema, same request and response shapes as loopwise (``/work/briefs/api.md``).
+Same schema, same request and response shapes as loopwise.
 Environment: ``LOOPWISE_BENCH_DSN`` (required); ``LOOPWISE_BENCH_DOWNSTREAMS``, a
 comma-separated list of ``name=url`` the overview calls (``loyalty`` and ``shipments``, the
 simulator's APIs); ``LOOPWISE_BENCH_SMTP_PORT``, the loopback SMTP server for the email.

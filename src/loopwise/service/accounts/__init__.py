@@ -5,6 +5,13 @@
     orders       POST/GET /users/me/orders, GET /users/me/orders/{id}
     preferences  GET/PUT /users/me/preferences
     overview     GET /users/me/overview
+    verification POST /verify-email, POST /verify-email/resend
+    password_reset  POST /password-reset, POST /password-reset/confirm
+    deletion     DELETE /users/me
+    emails       the account emails' jobs: verification, reset, deletion notice
+    tokens       one-time tokens mailed to users, hashed at rest
+    email_throttle  limits on requests that send email, in PostgreSQL
+    operators    what `loopwise users` does: find, show, disable, end sessions
     passwords    argon2id off the event loop (a lifespan resource)
     sessions     opaque bearer tokens, one-query authentication
     throttle     login failure limits in PostgreSQL

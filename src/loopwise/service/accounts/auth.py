@@ -2,7 +2,8 @@
 
 A login for an unknown email verifies the password against a dummy hash with the same
 parameters and records a failure just like a wrong password, so the status, the body and
-the time taken say nothing about which emails have accounts.
+the time taken say nothing about which emails have accounts. A disabled account's login
+fails the same way.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class Token(BaseModel):
     expires_at: datetime
 
 
-_FIND_LOGIN = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)"
+_FIND_LOGIN = """
+SELECT id, password_hash, disabled_at IS NOT NULL AS disabled
+FROM users WHERE lower(email) = lower($1)
+"""
 
 
 @router.post(
@@ -66,7 +70,9 @@ async def login(
     stored: str | None = None if row is None else row["password_hash"]
     # Always verify, against the dummy hash when there is no such user: same time taken.
     matches = await passwords.verify(stored, body.password)
-    if row is None or stored is None or not matches:
+    # A disabled account gets the answer of a wrong password: an operator disabled it, and
+    # whoever holds the password (the owner or a thief) learns nothing from the login.
+    if row is None or stored is None or not matches or row["disabled"]:
         await throttle.record_failure(pool)
         raise Unauthenticated("Wrong email or password.")
     user_id: int = row["id"]

@@ -20,8 +20,8 @@ import asyncpg
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopwise.service.deps import CurrentUser, Pool
-from loopwise.service.exceptions import BadRequest, NotFound
+from loopwise.service.deps import CurrentUser, Pool, VerifiedUser
+from loopwise.service.exceptions import BadRequest, NotFound, Unauthenticated
 from loopwise.service.http.responses import Answer, declare
 
 __all__ = [
@@ -172,18 +172,26 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-@router.post("/users/me/orders", status_code=status.HTTP_201_CREATED)
-async def place_order(body: NewOrder, caller: CurrentUser, pool: Pool) -> Order:
-    """Place an order; the total is computed by the server."""
+@router.post(
+    "/users/me/orders",
+    status_code=status.HTTP_201_CREATED,
+    responses={403: {"description": "The account's email address is not verified yet."}},
+)
+async def place_order(body: NewOrder, caller: VerifiedUser, pool: Pool) -> Order:
+    """Place an order; the total is computed by the server. Needs a verified address."""
     total = order_total(body.items)
-    row = await pool.fetchrow(
-        _INSERT_ORDER,
-        caller.id,
-        total,
-        [item.sku for item in body.items],
-        [item.quantity for item in body.items],
-        [item.unit_price_cents for item in body.items],
-    )
+    try:
+        row = await pool.fetchrow(
+            _INSERT_ORDER,
+            caller.id,
+            total,
+            [item.sku for item in body.items],
+            [item.quantity for item in body.items],
+            [item.unit_price_cents for item in body.items],
+        )
+    except asyncpg.ForeignKeyViolationError:
+        # The account was deleted while this request was in flight.
+        raise Unauthenticated("The account no longer exists.") from None
     assert row is not None
     items = [OrderItem(**item.model_dump()) for item in body.items]
     return Order(id=row["id"], items=items, total_cents=total, created_at=row["created_at"])

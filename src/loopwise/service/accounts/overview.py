@@ -6,8 +6,9 @@ for a pooled connection) spends the same budget the user waits on. Everything th
 in PostgreSQL is ONE required branch running ONE fused query: measured on 2 cores, one
 round trip beat the same reads fanned out over pooled connections (see
 docs/decisions/index.md). Fan-out pays across different resources: downstream services join as
-optional branches, each with its own timeout and fallback, and the parts that fell back
-are named in ``degraded``.
+optional branches, each with its own timeout and fallback. The fan-out's ``degraded`` list
+is the one record of what fell back: it becomes the response's ``degraded``, and each
+fallback is logged once, here, with its reason.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from loopwise.patterns import Branch, Deadline, DeadlineExceeded, fan_out, optional, required
-from loopwise.service.accounts.downstreams import LoyaltyPoints, Part, Shipment
+from loopwise.service.accounts.downstreams import LoyaltyPoints, Shipment
 from loopwise.service.accounts.orders import Order
 from loopwise.service.accounts.preferences import Preferences
 from loopwise.service.accounts.sessions import Caller
@@ -29,6 +30,7 @@ from loopwise.service.accounts.users import User
 from loopwise.service.deps import CurrentUser, Downstreams_, Pool, Settings_
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.http.responses import Answer, declare
+from loopwise.service.logs import get_logger
 
 __all__ = ["Overview", "router"]
 
@@ -38,6 +40,8 @@ RECENT_ORDERS = 5
 DEADLINE_MISSED = Answer(
     503, "Your own data could not be gathered within the deadline.", ("Retry-After",)
 )
+
+_log = get_logger("loopwise.overview")
 
 
 class _Stored(BaseModel):
@@ -108,7 +112,7 @@ async def read_overview(
         orders_known.set_result(loaded)
         return loaded
 
-    async def load_shipments() -> Part[list[Shipment]]:
+    async def load_shipments() -> list[Shipment]:
         # Needs the recent orders' ids, so it starts when the (fast) database branch ends,
         # while loyalty is already on the wire. If that branch fails, fan_out cancels this.
         stored = await orders_known
@@ -118,38 +122,27 @@ async def read_overview(
     # degraded (and costs no task).
     stored = required("stored", load_stored)
     branches: list[Branch[Any]] = [stored]
-    loyalty: Branch[Part[LoyaltyPoints | None]] | None = None
-    shipments: Branch[Part[list[Shipment]]] | None = None
+    loyalty: Branch[LoyaltyPoints | None] | None = None
+    shipments: Branch[list[Shipment]] | None = None
     if downstreams.has_loyalty:
-        loyalty = optional(
-            "loyalty", lambda: downstreams.loyalty(caller.id), fallback=Part(None, True, "failed")
-        )
+        loyalty = optional("loyalty", lambda: downstreams.loyalty(caller.id), fallback=None)
         branches.append(loyalty)
     if downstreams.has_shipments:
-        shipments = optional("shipments", load_shipments, fallback=Part([], True, "failed"))
+        shipments = optional("shipments", load_shipments, fallback=[])
         branches.append(shipments)
     try:
         # `within` is a cap; the deadline in force, started at arrival, ends it sooner.
         result = await fan_out(*branches, within=settings.overview_deadline)
     except DeadlineExceeded:
         raise Unavailable("The overview could not be gathered in time.", retry_after=1) from None
+    for name in result.degraded:
+        _log.info("downstream_fallback", downstream=name, reason=result.reasons[name])
     parts = result.get_value(stored)
-    loyalty_part = Part(None) if loyalty is None else result.get_value(loyalty)
-    shipments_part: Part[list[Shipment]] = (
-        Part([]) if shipments is None else result.get_value(shipments)
-    )
-    # A downstream call that fell back inside its own timeout returns normally, degraded;
-    # one that raised was caught by fan_out: either way its name is listed once.
-    degraded = [
-        name
-        for name, part in (("loyalty", loyalty_part), ("shipments", shipments_part))
-        if part.degraded or name in result.degraded
-    ]
     return Overview(
         profile=User.of(caller),
         recent_orders=parts.recent_orders,
         preferences=parts.preferences or Preferences(),
-        loyalty=loyalty_part.value,
-        shipments=shipments_part.value,
-        degraded=degraded,
+        loyalty=None if loyalty is None else result.get_value(loyalty),
+        shipments=[] if shipments is None else result.get_value(shipments),
+        degraded=list(result.degraded),
     )

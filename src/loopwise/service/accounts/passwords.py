@@ -31,23 +31,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from contextlib import AsyncExitStack
-from typing import Annotated, ParamSpec, Self, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import AfterValidator, Field
 
-from loopwise.patterns.deadlines import deadline
+from loopwise.patterns.deadlines import fail_after
 from loopwise.patterns.exceptions import DeadlineExceeded, Saturated
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.patterns.offload import BlockingPool
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.logs import get_logger
 from loopwise.service.priority import ThreadPriority
 from loopwise.service.settings import Settings
 
-__all__ = ["ClosedPasswords", "NewPassword", "Passwords"]
+__all__ = ["NewPassword", "Passwords"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -82,10 +81,6 @@ NewPassword = Annotated[
 """A password a user may choose: 8 to 128 characters, not trivially repetitive."""
 
 
-class ClosedPasswords(RuntimeError):
-    """The hasher was used before it was opened or after it was closed."""
-
-
 class Passwords(AsyncResource):
     """argon2id hashing and verification on a bounded thread pool (an async resource)."""
 
@@ -112,9 +107,7 @@ class Passwords(AsyncResource):
             type=argon2.Type.ID,
         )
         self._pool = BlockingPool("argon2", max_workers=workers, max_queue=queue)
-        self._stack = AsyncExitStack()
         self._dummy_hash: str | None = None
-        self._state = ResourceState.UNOPENED
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -180,12 +173,11 @@ class Passwords(AsyncResource):
             return True
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._state is not ResourceState.OPENED:
-            raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
+        self._check_open()
         try:
             # Bounded in time as well as in callers: at a low priority a hash may wait long
             # for a core while the service is saturated, and no client should wait with it.
-            async with deadline(self._deadline):
+            async with fail_after(self._deadline):
                 return await self._pool.run(self._lowered, functools.partial(fn, *args, **kwargs))
         except (Saturated, DeadlineExceeded):
             # Shed rather than queue without bound: the client retries, the loop stays free.
@@ -195,23 +187,23 @@ class Passwords(AsyncResource):
             ) from None
 
     def _require_dummy(self) -> str:
-        if self._state is not ResourceState.OPENED or self._dummy_hash is None:
-            raise ClosedPasswords(f"the password hasher is {self._state.name.lower()}")
+        self._check_open()
+        assert self._dummy_hash is not None  # made by _aopen
         return self._dummy_hash
 
-    async def open(self) -> None:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedPasswords("Cannot reopen a password hasher once opened or closed.")
-        await self._stack.enter_async_context(self._pool)
-        self._state = ResourceState.OPENED
-        # Hashed once at start-up, off the loop, with the configured parameters, so that a
-        # login for an unknown email costs exactly what a wrong password costs.
-        self._dummy_hash = await self.hash("loopwise-no-such-user")
+    @property
+    def resource_name(self) -> str:
+        return "password hasher"
 
-    async def aclose(self) -> None:
-        self._state = ResourceState.CLOSED
-        await self._stack.aclose()
+    async def _aopen(self) -> None:
+        await self._pool.open()
+        try:
+            # Hashed once at start-up, off the loop, with the configured parameters, so that
+            # a login for an unknown email costs exactly what a wrong password costs.
+            self._dummy_hash = await self.hash("loopwise-no-such-user")
+        except BaseException:
+            await self._pool.aclose()
+            raise
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
+    async def _aclose(self) -> None:
+        await self._pool.aclose()

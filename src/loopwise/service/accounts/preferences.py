@@ -12,12 +12,14 @@ import json
 import zoneinfo
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.db import transaction
 from loopwise.service.deps import CurrentUser, Pool, Timezones
+from loopwise.service.exceptions import Unauthenticated
 from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
 from loopwise.service.http.responses import (
     NOT_MODIFIED,
@@ -158,19 +160,24 @@ async def replace_preferences(
     precondition = Precondition.of(request.headers, "p", caller.id, required=True)
     document = Preferences.model_validate(body.model_dump())
     encoded = document.model_dump_json()
-    async with transaction(pool) as conn:
-        # Locked, so the check and the write see the same version. No row yet: version 0,
-        # never written (no date for If-Unmodified-Since); the insert then races only
-        # other first writes, and loses to them as a stale version would.
-        row = await conn.fetchrow(_LOCK, caller.id)
-        if row is None:
-            precondition.check(0, None)
-            version = await conn.fetchval(_INSERT, caller.id, encoded)
-            if version is None:  # another first write committed since our look
-                row = await conn.fetchrow(_LOCK, caller.id)
-                assert row is not None  # preferences rows are deleted only with the user
-        if row is not None:
-            precondition.check(row["version"], row["updated_at"])
-            version = await conn.fetchval(_UPDATE, caller.id, encoded)
+    try:
+        async with transaction(pool) as conn:
+            # Locked, so the check and the write see the same version. No row yet: version 0,
+            # never written (no date for If-Unmodified-Since); the insert then races only
+            # other first writes, and loses to them as a stale version would.
+            row = await conn.fetchrow(_LOCK, caller.id)
+            if row is None:
+                precondition.check(0, None)
+                version = await conn.fetchval(_INSERT, caller.id, encoded)
+                if version is None:  # another first write committed since our look
+                    row = await conn.fetchrow(_LOCK, caller.id)
+                    if row is None:  # the account was deleted since our look
+                        raise Unauthenticated("The account no longer exists.")
+            if row is not None:
+                precondition.check(row["version"], row["updated_at"])
+                version = await conn.fetchval(_UPDATE, caller.id, encoded)
+    except asyncpg.ForeignKeyViolationError:
+        # The account was deleted while this request was in flight.
+        raise Unauthenticated("The account no longer exists.") from None
     response.headers["ETag"] = entity_tag("p", caller.id, version)
     return document

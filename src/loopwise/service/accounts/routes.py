@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from loopwise.service.accounts import auth, orders, overview, preferences, users
+from loopwise.service.accounts import (
+    auth,
+    deletion,
+    orders,
+    overview,
+    password_reset,
+    preferences,
+    users,
+    verification,
+)
 
 __all__ = ["routers"]
 
@@ -15,4 +24,7 @@ routers: tuple[APIRouter, ...] = (
     orders.router,
     preferences.router,
     overview.router,
+    verification.router,
+    password_reset.router,
+    deletion.router,
 )

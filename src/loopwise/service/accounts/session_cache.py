@@ -31,7 +31,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self
 
 import asyncpg
 
@@ -87,12 +86,11 @@ class SessionCache(AsyncResource):
             name="auth",
         )
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         if self._ttl > 0:
-            await self._listener.__aenter__()
-        return self
+            await self._listener.open()
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         await self._listener.aclose()
         self._forget_all()
 

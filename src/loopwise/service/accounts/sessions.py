@@ -26,6 +26,7 @@ __all__ = [
     "hash_token",
     "load_caller",
     "open_session",
+    "revoke_all_sessions",
     "revoke_other_sessions",
     "revoke_session",
 ]
@@ -41,11 +42,8 @@ class Caller:
     role: str
     created_at: datetime
     token_hash: bytes
-    version: int = 1  # users.version: the profile's ETag (service/conditional.py)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+    version: int = 1  # users.version: the profile's ETag (service/http/conditional.py)
+    email_verified: bool = False
 
 
 def hash_token(token: str) -> bytes:
@@ -54,22 +52,25 @@ def hash_token(token: str) -> bytes:
 
 _LOAD_CALLER = """
 SELECT u.id, u.email, u.display_name, u.role, u.created_at,
-       extract(epoch FROM s.expires_at - now())::float8, u.version
+       extract(epoch FROM s.expires_at - now())::float8, u.version,
+       u.email_verified_at IS NOT NULL
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+  AND u.disabled_at IS NULL
 """
 
 
 async def load_caller(pool: asyncpg.Pool, token_hash: bytes) -> tuple[Caller, float] | None:
     """The user owning the live session ``token_hash`` and the seconds it has left.
 
-    None when the session is unknown, expired or revoked. The seconds are measured on the
-    database's clock, so a caller may turn them into a deadline on its own clock.
+    None when the session is unknown, expired or revoked, or its user is disabled. The
+    seconds are measured on the database's clock, so a caller may turn them into a
+    deadline on its own clock.
     """
     row = await pool.fetchrow(_LOAD_CALLER, token_hash)
     if row is None:
         return None
-    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash, row[6]), row[5]
+    return Caller(row[0], row[1], row[2], row[3], row[4], token_hash, row[6], row[7]), row[5]
 
 
 # Logging in also drops the user's sessions that have expired, so the table stays the
@@ -105,5 +106,18 @@ async def revoke_other_sessions(conn: Connection, user_id: int, keep: bytes) -> 
         "WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL",
         user_id,
         keep,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def revoke_all_sessions(conn: Connection | asyncpg.Pool, user_id: int) -> int:
+    """Revoke every live session of ``user_id``; returns how many.
+
+    Each revoked row is announced by the ``sessions_changed`` trigger when the transaction
+    commits, so every process's session cache forgets it (migration 0004).
+    """
+    status: str = await conn.execute(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
     )
     return int(status.rsplit(" ", 1)[-1])

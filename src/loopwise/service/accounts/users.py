@@ -17,9 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, mod
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
+from loopwise.service.accounts.tokens import Purpose, revoke_tokens
 from loopwise.service.db import Connection, transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
-from loopwise.service.exceptions import Conflict, Forbidden, NotFound
+from loopwise.service.exceptions import Conflict, Forbidden, NotFound, Unauthenticated
 from loopwise.service.http.conditional import Precondition, entity_tag, fresh, not_modified
 from loopwise.service.http.responses import (
     HASHING_BUSY,
@@ -40,7 +41,6 @@ BIGINT_MAX = 2**63 - 1
 
 EMAIL_TAKEN = Answer(409, "An account with this email exists (compared case-insensitively).")
 NO_SUCH_USER = Answer(404, "No such user visible to you: any id but your own.")
-USER_GONE = Answer(404, "Your account was deleted meanwhile.")
 WRONG_CURRENT_PASSWORD = Answer(403, "`current_password` is wrong.")
 PASSWORD_CHANGED = Answer(409, "The password was changed meanwhile by another request.")
 
@@ -64,6 +64,9 @@ class User(BaseModel):
     email: str
     display_name: str
     created_at: datetime
+    email_verified: bool = Field(
+        description="Whether the owner proved the address (verification link or reset)."
+    )
 
     @classmethod
     def of(cls, caller: Caller) -> User:
@@ -72,6 +75,7 @@ class User(BaseModel):
             email=caller.email,
             display_name=caller.display_name,
             created_at=caller.created_at,
+            email_verified=caller.email_verified,
         )
 
 
@@ -102,7 +106,7 @@ class UserUpdate(BaseModel):
 _INSERT_USER = """
 INSERT INTO users (email, display_name, password_hash)
 VALUES ($1, $2, $3)
-RETURNING id, email, display_name, created_at
+RETURNING id, email, display_name, created_at, email_verified_at IS NOT NULL AS email_verified
 """
 
 
@@ -132,7 +136,8 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     The password is hashed with argon2id off the event loop. The user row and the welcome
     email's job commit in one transaction (a transactional outbox): a registration that
     committed has exactly one job, one that rolled back has none, and the response never
-    waits for the mail server.
+    waits for the mail server. The welcome email carries the link that verifies the
+    address (``POST /verify-email``).
     """
     password_hash = await passwords.hash(body.password)
     async with transaction(pool) as conn:
@@ -142,6 +147,7 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
             email=user.email,
             name=user.display_name,
             max_attempts=settings.jobs_max_attempts,
+            user_id=user.id,
         )
     return user
 
@@ -179,13 +185,15 @@ async def read_user(
 # Locked for the transaction: the precondition, the password guard and the writes all see
 # the same row, so a PATCH is applied whole or not at all.
 _LOCK_USER = """
-SELECT id, email, display_name, created_at, version, updated_at, password_hash
+SELECT id, email, display_name, created_at, version, updated_at, password_hash,
+       email_verified_at IS NOT NULL AS email_verified
 FROM users WHERE id = $1 FOR UPDATE
 """
 # `users_version` (a trigger) bumps `version` when the name changes.
 _UPDATE_NAME = """
 UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1
-RETURNING id, email, display_name, created_at, version
+RETURNING id, email, display_name, created_at, version,
+          email_verified_at IS NOT NULL AS email_verified
 """
 _UPDATE_HASH = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"
 
@@ -194,7 +202,6 @@ _UPDATE_HASH = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id
     "/users/me",
     responses=declare(
         WRONG_CURRENT_PASSWORD,
-        USER_GONE,
         PASSWORD_CHANGED,
         PRECONDITION_FAILED,
         LOGIN_THROTTLED,
@@ -229,7 +236,8 @@ async def update_me(
         async with transaction(pool) as conn:
             row = await conn.fetchrow(_LOCK_USER, caller.id)
             if row is None:
-                raise NotFound("The user no longer exists.")
+                # Deleted while this request was in flight: its token is dead now.
+                raise Unauthenticated("The account no longer exists.")
             precondition.check(row["version"], row["updated_at"])
             if verified is not None:
                 stored, new_hash = verified
@@ -238,6 +246,8 @@ async def update_me(
                     raise Conflict("The password changed meanwhile; try again.")
                 await conn.execute(_UPDATE_HASH, caller.id, new_hash)
                 await revoke_other_sessions(conn, caller.id, keep=caller.token_hash)
+                # A reset link mailed before the change must not undo it.
+                await revoke_tokens(conn, caller.id, Purpose.RESET_PASSWORD)
             if body.display_name is not None:
                 row = await conn.fetchrow(_UPDATE_NAME, caller.id, body.display_name)
                 assert row is not None  # locked above
@@ -250,6 +260,7 @@ async def update_me(
         email=row["email"],
         display_name=row["display_name"],
         created_at=row["created_at"],
+        email_verified=row["email_verified"],
     )
 
 
@@ -272,7 +283,7 @@ async def _verify_and_hash(
     await throttle.check(pool)
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
     if stored is None:
-        raise NotFound("The user no longer exists.")
+        raise Unauthenticated("The account no longer exists.")
     if not await passwords.verify(stored, current):
         await throttle.record_failure(pool)
         raise Forbidden("current_password is wrong.")

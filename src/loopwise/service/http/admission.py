@@ -28,25 +28,33 @@ meets a pool that has just been closed.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from loopwise.patterns._slots import Slots
 from loopwise.service.http.problems import MEDIA_TYPE, problem_body
 
-__all__ = ["EXEMPT_PATHS", "Admission", "AdmissionControl"]
+__all__ = ["EXEMPT_PATHS", "Admission", "AdmissionControl", "AdmissionStats"]
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class AdmissionStats(NamedTuple):
+    in_flight: int
+    queued: int
+    shed: int
 
 
 class Admission:
     """The per-process gate: requests in flight, a bounded queue of waiting ones, the count shed.
 
-    Plain attributes, no lock: the event loop is one thread, and the middleware's check
-    and increment run with no ``await`` between them. A released slot passes straight to
-    the oldest waiter (first come, first served), so while anyone waits ``in_flight``
-    stays at ``limit`` and a newcomer cannot barge past the queue.
+    The slots are the toolkit's one FIFO hand-off (``loopwise.patterns._slots``), the same
+    as under every limit and pool: no lock (the event loop is one thread, and the
+    middleware's check and take run with no ``await`` between them); a released slot passes
+    straight to the oldest waiter, so while anyone waits ``in_flight`` stays at ``limit``
+    and a newcomer cannot barge past the queue.
 
         Admission(limit=128)                          # 128 at once, the rest shed at once
         Admission(limit=128, queue=4096, wait=0.5)    # the rest wait up to 0.5 s for a slot
@@ -70,57 +78,44 @@ class Admission:
             raise ValueError("`queue` and `wait` must not be negative")
         if retry_after < 1:
             raise ValueError("`retry_after` must be positive")
-        self.limit = limit
         self.queue = queue if wait > 0 else 0
         self.wait = wait
         self.retry_after = retry_after
-        self.in_flight = 0
         self.shed = 0  # requests answered 503 by the gate since the process started
         self.draining = False
-        # Futures of waiting requests, oldest first; each resolves True when handed a slot.
-        self._waiters: deque[asyncio.Future[bool]] = deque()
-        # Set by drain() only; the last request to leave wakes it.
-        self._idle: asyncio.Event | None = None
+        self._slots = Slots(limit)
+
+    @property
+    def limit(self) -> int:
+        capacity = self._slots.capacity
+        assert capacity is not None  # made bounded, and only ever lowered to 0
+        return capacity
+
+    @property
+    def in_flight(self) -> int:
+        return self._slots.in_use
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
+        return self._slots.waiting
+
+    def try_enter(self) -> bool:
+        """Take a free slot now, if there is one; the hot path, no waiting."""
+        return self._slots.try_take()
+
+    def stats(self) -> AdmissionStats:
+        """What the gate holds now, and how many it has shed: for metrics."""
+        return AdmissionStats(self.in_flight, self.queued, self.shed)
 
     async def wait_for_slot(self) -> bool:
         """Wait, within the bounds, for a slot; True once holding one, False when shed."""
-        if self.draining or len(self._waiters) >= self.queue:
+        if self.draining or self._slots.waiting >= self.queue:
             return False
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(self.wait, self._expire, waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Cancelled just after being handed a slot: give the slot on, or it leaks.
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self.leave()
-            raise
-        finally:
-            timer.cancel()
-
-    def _expire(self, waiter: asyncio.Future[bool]) -> None:
-        if not waiter.done():
-            waiter.set_result(False)
-            # The oldest expire first: found at once near the left end.
-            self._waiters.remove(waiter)
+        return await self._slots.take(asyncio.get_running_loop().time() + self.wait)
 
     def leave(self) -> None:
         """Give a slot back: to the oldest waiter, else to the pool of free slots."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
-        self.in_flight -= 1
-        if self._idle is not None and self.in_flight == 0:
-            self._idle.set()
+        self._slots.release()
 
     async def drain(self, grace: float) -> bool:
         """Shed every new and waiting request; wait up to ``grace`` s for those in flight.
@@ -129,18 +124,12 @@ class Admission:
             True when none is left in flight, False when the grace period ran out first.
         """
         self.draining = True
-        # New requests fail the hot path's one compare and are shed; so are the waiting.
-        self.limit = 0
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(False)
-        if self.in_flight == 0:
-            return True
-        self._idle = asyncio.Event()
+        # New requests fail the hot path's one check and are shed; so are the waiting.
+        self._slots.capacity = 0
+        self._slots.refuse_waiting()
         try:
             async with asyncio.timeout(grace):
-                await self._idle.wait()
+                await self._slots.wait_idle()
         except TimeoutError:
             return False
         return True
@@ -170,9 +159,7 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["path"] in self._exempt:
             await self.app(scope, receive, send)
             return
-        if gate.in_flight < gate.limit:
-            gate.in_flight += 1
-        elif not await gate.wait_for_slot():
+        if not gate.try_enter() and not await gate.wait_for_slot():
             gate.shed += 1
             # Fresh messages: a server may add to what it is given.
             await send({"type": "http.response.start", "status": 503, "headers": [*self._headers]})

@@ -93,7 +93,6 @@ class Precondition:
     owner: int
     versions: frozenset[int] | None
     unmodified_since: datetime | None
-    present: bool
 
     @classmethod
     def of(cls, headers: Headers, kind: str, owner: int, *, required: bool) -> Precondition:
@@ -119,7 +118,7 @@ class Precondition:
                     for weak, opaque in tags
                     if not weak and opaque.startswith(prefix) and opaque[len(prefix) :].isdigit()
                 )
-        return cls(kind, owner, versions, since, if_match is not None or since is not None)
+        return cls(kind, owner, versions, since)
 
     def holds(self, version: int, updated_at: datetime | None) -> bool:
         """Whether the resource at ``version``, last changed at ``updated_at``, satisfies it.

@@ -3,7 +3,7 @@
 ``/healthz`` answers while the process lives and touches nothing else, so a slow database
 never gets a healthy process restarted. ``/readyz`` answers 200 only when PostgreSQL
 answers within ``LOOPWISE_READY_TIMEOUT`` seconds, its schema is the one this code
-was written for, and the instance is not draining after SIGTERM (``service/http/drain.py``).
+was written for, and the instance is not draining after SIGTERM (``service/drain.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from loopwise.service.deps import Db, Settings_
 from loopwise.service.exceptions import Unavailable
-from loopwise.service.http.drain import Drain
 from loopwise.service.http.responses import Answer, declare
+from loopwise.service.state import lifespan_state
 
 __all__ = ["router"]
 
@@ -46,12 +46,12 @@ async def healthz() -> Health:
 @router.get("/readyz", responses=declare(NOT_READY))
 async def readyz(request: Request, db: Db, settings: Settings_) -> Ready:
     """PostgreSQL is reachable, the schema is current, and the instance is not draining."""
-    drain: Drain = request.state.drain
-    if drain.draining:
+    state = lifespan_state(request)
+    if state["drain"].draining:
         # Checked first, and without touching the pool: a draining instance must drop out
         # of rotation whatever the database says.
         raise Unavailable("draining: this instance is shutting down", retry_after=1)
-    expected: str | None = request.state.schema_revision
+    expected = state["schema_revision"]
     try:
         async with asyncio.timeout(settings.ready_timeout):
             async with db.pool.acquire() as conn:

@@ -1,18 +1,25 @@
 """The metrics read from the app's parts: each part is a source, snapshotted on refresh.
 
+    sources = MetricSources(registry)
+    sources.track("offload", blocking)          # anything with .stats() -> PoolStats
+    sources.track("db_pool", db)                # .stats() -> DatabaseStats
+    sources.track("jobs_queue", QueueDepth(db)) # async .stats() -> counts by state
+
 Admission control, the loop watchdog, the off-loop pools, the database pool, the
-downstreams, the job queue and worker, and the session cache each expose a cheap stats
-snapshot. :class:`MetricSources` keeps a reader per source and copies the snapshots into
-its gauges and counters when :meth:`MetricSources.refresh` runs (at scrape time, or once
-a second in multiprocess mode), so nothing on the request path counts for them.
+downstreams, the job queue and worker, and the session cache each report a cheap
+snapshot through ``stats()``. :class:`MetricSources` keeps the sources by the metric family
+they feed and copies their snapshots into its gauges and counters when
+:meth:`MetricSources.refresh` runs (at scrape time, or once a second in multiprocess mode),
+so nothing on the request path counts for them. Snapshots are read by their shape (the
+protocols below), so this module imports none of the features it reports on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,12 +31,8 @@ from loopwise.patterns import (
     LagStats,
     PoolStats,
 )
-from loopwise.service.accounts.session_cache import SessionCacheStats
-from loopwise.service.db import Database
-from loopwise.service.http.admission import Admission
-from loopwise.service.jobs import WorkerStats, count_by_state
 
-__all__ = ["LATENCY_BUCKETS", "MetricSources"]
+__all__ = ["FAMILIES", "LATENCY_BUCKETS", "AsyncStatsSource", "MetricSources", "StatsSource"]
 
 # Seconds, for latencies that start below a millisecond: an indexed read answers in about
 # 0.3 ms here, and prometheus_client's default buckets (from 5 ms) put it at p50 2.5 ms.
@@ -39,27 +42,75 @@ LATENCY_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
-# The oldest job due and not yet claimed: how far behind the workers are, all of them.
-_OLDEST_DUE = """
-SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
-FROM jobs WHERE state = 'queued' AND run_at <= now()
-"""
+#: The metric families a source may feed: ``loopwise_<family>_*``.
+FAMILIES = (
+    "http_requests",
+    "event_loop",
+    "offload",
+    "db_pool",
+    "downstream",
+    "jobs",
+    "jobs_queue",
+    "session_cache",
+)
 
 
-class _HasPoolStats(Protocol):
-    """What :meth:`MetricSources.track_pool` needs: ``BlockingPool``, ``CpuPool`` and the like."""
+class StatsSource(Protocol):
+    """Anything that reports a cheap snapshot of itself, read at refresh."""
 
-    def stats(self) -> PoolStats: ...
+    def stats(self) -> Any: ...
+
+
+class AsyncStatsSource(Protocol):
+    """A source whose snapshot takes a query (the job queue's depth in PostgreSQL)."""
+
+    def stats(self) -> Awaitable[Any]: ...
+
+
+class _GateStats(Protocol):
+    in_flight: int
+    queued: int
+    shed: int
+
+
+class _DatabaseStats(Protocol):
+    max_size: int
+    size: int
+    idle: int
+    waiting: int
+
+
+@runtime_checkable
+class _TimedPool(Protocol):
+    """A database pool that reports each acquire's wait to ``on_acquire_wait``."""
+
+    on_acquire_wait: Callable[[float], None] | None
+
+
+class _QueueStats(Protocol):
+    by_state: Mapping[str, int]
+    oldest_due: float
+
+
+class _WorkerStats(Protocol):
+    running: int
+    completed: int
+    retried: int
+    dead: int
+
+
+class _SessionCacheStats(Protocol):
+    entries: int
+    listening: bool
+    hits: int
+    misses: int
+    invalidations: int
 
 
 class MetricSources:
     """The metrics fed by the app's parts, in ``registry``.
 
-    Sources are read when metrics are refreshed; register them as the lifespan opens them:
-
-        metrics.track_pool(blocking)        # anything with .stats() -> PoolStats
-        metrics.track_database(db)
-        metrics.track_watchdog(watchdog.stats)
+    Sources are read when metrics are refreshed; register them as the lifespan opens them.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -79,7 +130,6 @@ class MetricSources:
         self._http_shed = Counter(
             "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
         )
-        # Not a snapshot: the watchdog observes each lag sample itself (``on_lag``).
         self.loop_lag = Histogram(
             "loopwise_event_loop_lag_seconds",
             "How late the event loop ran the watchdog's heartbeat.",
@@ -175,91 +225,86 @@ class MetricSources:
                 ("invalidations", "Changes announced by PostgreSQL and applied."),
             )
         }
-        self._sessions: Callable[[], SessionCacheStats] | None = None
-        self._downstreams: Callable[[], Mapping[str, DownstreamStats]] | None = None
-        self._job_worker: Callable[[], WorkerStats] | None = None
-        self._pools: dict[str, Callable[[], PoolStats]] = {}
-        self._databases: list[Database] = []
-        self._watchdog: Callable[[], LagStats] | None = None
-        self._admission: Admission | None = None
+        self._sources: dict[str, list[StatsSource]] = {family: [] for family in FAMILIES}
         # Counters only go up: the refresh adds what a snapshot gained since the last one.
         self._seen: dict[tuple[str, str], float] = {}
 
-    def track_pool(self, pool: _HasPoolStats) -> None:
-        self._pools[pool.stats().name] = pool.stats
+    def track(self, family: str, source: StatsSource | AsyncStatsSource) -> None:
+        """Feed ``loopwise_<family>_*`` from ``source.stats()`` at every refresh.
 
-    def track_database(self, db: Database) -> None:
-        self._databases.append(db)
-        db.on_acquire_wait = self._db_acquire_wait.observe
-
-    def track_admission(self, gate: Admission) -> None:
-        self._admission = gate
-
-    def track_watchdog(self, stats: Callable[[], LagStats]) -> None:
-        self._watchdog = stats
-
-    def track_downstreams(self, stats: Callable[[], Mapping[str, DownstreamStats]]) -> None:
-        self._downstreams = stats
-
-    def track_job_worker(self, stats: Callable[[], WorkerStats]) -> None:
-        self._job_worker = stats
-
-    def track_session_cache(self, stats: Callable[[], SessionCacheStats]) -> None:
-        self._sessions = stats
+        Raises:
+            ValueError: ``family`` is not one of :data:`FAMILIES`.
+        """
+        if family not in self._sources:
+            raise ValueError(f"`family` must be one of {', '.join(FAMILIES)}; got {family!r}")
+        self._sources[family].append(source)
+        if family == "db_pool" and isinstance(source, _TimedPool):
+            source.on_acquire_wait = self._db_acquire_wait.observe
 
     async def refresh_queue(self) -> None:
         """Read the queue's state from PostgreSQL, within a second; stale beats no answer."""
-        for db in self._databases:
+        for source in self._sources["jobs_queue"]:
             with contextlib.suppress(TimeoutError, RuntimeError, OSError, asyncpg.PostgresError):
                 async with asyncio.timeout(1.0):
-                    counts = await count_by_state(db.pool)
-                    oldest = await db.pool.fetchval(_OLDEST_DUE)
-                for state, count in counts.items():
+                    queue: _QueueStats = await source.stats()
+                for state, count in queue.by_state.items():
                     self._queue_jobs.labels(state).set(count)
-                self._queue_oldest.set(oldest)
+                self._queue_oldest.set(queue.oldest_due)
 
     def refresh(self) -> None:
         """Copy the tracked sources' current state into the metrics."""
-        self._refresh_downstreams()
-        if self._job_worker is not None:
-            worker = self._job_worker()
-            self._jobs_running.set(worker.running)
-            for what in ("completed", "retried", "dead"):
-                self._advance(self._job_counters[what], ("jobs", what), getattr(worker, what))
-        for name, read in self._pools.items():
-            stats = read()
-            self._workers.labels(name).set(stats.max_workers)
-            self._in_use.labels(name).set(stats.in_use)
-            self._queued.labels(name).set(stats.queued)
-            self._queue_limit.labels(name).set(stats.max_queue)
-            self._advance(self._rejected.labels(name), ("rejected", name), stats.rejected)
-            self._advance(self._completed.labels(name), ("completed", name), stats.completed)
-        if self._admission is not None:
-            # Read here, never counted on the request path: a shed costs one increment.
-            self._http_in_flight.set(self._admission.in_flight)
-            self._http_queued.set(self._admission.queued)
-            self._advance(self._http_shed, ("shed", ""), self._admission.shed)
-        if self._watchdog is not None:
-            self._advance(self._stalls, ("stalls", ""), self._watchdog().stalls)
-        if self._sessions is not None:
-            sessions = self._sessions()
-            self._sessions_entries.set(sessions.entries)
-            self._sessions_listening.set(sessions.listening)
-            for what, counter in self._session_counters.items():
-                self._advance(counter, ("sessions", what), getattr(sessions, what))
-        for db in self._databases:
+        for source in self._sources["downstream"]:
+            self._refresh_downstreams(source.stats())
+        for source in self._sources["jobs"]:
+            self._refresh_worker(source.stats())
+        for source in self._sources["offload"]:
+            self._refresh_pool(source.stats())
+        for source in self._sources["http_requests"]:
+            self._refresh_gate(source.stats())
+        for source in self._sources["event_loop"]:
+            lag: LagStats = source.stats()
+            self._advance(self._stalls, ("stalls", ""), lag.stalls)
+        for source in self._sources["session_cache"]:
+            self._refresh_sessions(source.stats())
+        for source in self._sources["db_pool"]:
             with contextlib.suppress(RuntimeError):  # not open yet, or closed already
-                pool = db.pool
-                self._db_max.set(pool.get_max_size())
-                self._db_size.set(pool.get_size())
-                self._db_idle.set(pool.get_idle_size())
-                self._db_in_use.set(pool.get_size() - pool.get_idle_size())
-                self._db_waiting.set(db.waiting)
+                self._refresh_database(source.stats())
 
-    def _refresh_downstreams(self) -> None:
-        if self._downstreams is None:
-            return
-        for name, stats in self._downstreams().items():
+    def _refresh_worker(self, worker: _WorkerStats) -> None:
+        self._jobs_running.set(worker.running)
+        for what in ("completed", "retried", "dead"):
+            self._advance(self._job_counters[what], ("jobs", what), getattr(worker, what))
+
+    def _refresh_pool(self, stats: PoolStats) -> None:
+        name = stats.name
+        self._workers.labels(name).set(stats.max_workers)
+        self._in_use.labels(name).set(stats.in_use)
+        self._queued.labels(name).set(stats.queued)
+        self._queue_limit.labels(name).set(stats.max_queue)
+        self._advance(self._rejected.labels(name), ("rejected", name), stats.rejected)
+        self._advance(self._completed.labels(name), ("completed", name), stats.completed)
+
+    def _refresh_gate(self, gate: _GateStats) -> None:
+        # Read here, never counted on the request path: a shed costs one increment.
+        self._http_in_flight.set(gate.in_flight)
+        self._http_queued.set(gate.queued)
+        self._advance(self._http_shed, ("shed", ""), gate.shed)
+
+    def _refresh_sessions(self, sessions: _SessionCacheStats) -> None:
+        self._sessions_entries.set(sessions.entries)
+        self._sessions_listening.set(sessions.listening)
+        for what, counter in self._session_counters.items():
+            self._advance(counter, ("sessions", what), getattr(sessions, what))
+
+    def _refresh_database(self, db: _DatabaseStats) -> None:
+        self._db_max.set(db.max_size)
+        self._db_size.set(db.size)
+        self._db_idle.set(db.idle)
+        self._db_in_use.set(db.size - db.idle)
+        self._db_waiting.set(db.waiting)
+
+    def _refresh_downstreams(self, downstreams: Mapping[str, DownstreamStats]) -> None:
+        for name, stats in downstreams.items():
             for state in CircuitState:
                 self._circuit.labels(name, state.value).set(stats.breaker.state is state)
             keys = stats.limits.keys.values()

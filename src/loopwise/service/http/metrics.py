@@ -48,7 +48,6 @@ import importlib.metadata
 import os
 import platform
 from collections.abc import Iterable
-from typing import Self
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, multiprocess
@@ -57,11 +56,14 @@ from prometheus_client.metrics_core import Metric
 from starlette.types import Scope
 
 from loopwise.patterns.lifecycle import AsyncResource
-from loopwise.service.http.metric_sources import LATENCY_BUCKETS, MetricSources
+from loopwise.service.http.metric_sources import (
+    LATENCY_BUCKETS,
+    AsyncStatsSource,
+    MetricSources,
+    StatsSource,
+)
 
-__all__ = ["Metrics", "router"]
-
-router = APIRouter(tags=["operations"])
+__all__ = ["Metrics", "metrics_router"]
 
 
 _REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
@@ -101,11 +103,14 @@ class _Registry(CollectorRegistry):
             yield family
 
 
-class Metrics(MetricSources, AsyncResource):
+class Metrics(AsyncResource):
     """The app's metrics: created with the app, fed by its middleware and its lifespan.
 
     The middleware observes each request (:meth:`observe_request`); what the lifespan
-    opens is tracked as a source (:class:`~loopwise.service.http.metric_sources.MetricSources`).
+    opens is tracked as a source of one metric family (:meth:`track`):
+
+        metrics.track("offload", blocking)     # loopwise_offload_*{pool="blocking"}
+        metrics.track("db_pool", db)           # loopwise_db_pool_*
     """
 
     def __init__(self) -> None:
@@ -128,9 +133,27 @@ class Metrics(MetricSources, AsyncResource):
         build.labels(*_BUILD).set(1)
         if not self.multiprocess:
             ProcessCollector(registry=self.registry)
-        super().__init__(self.registry)
+        self._sources = MetricSources(self.registry)
+        # Not a snapshot: the watchdog observes each lag sample itself (``on_lag``).
+        self.loop_lag = self._sources.loop_lag
         self._refresher: asyncio.Task[None] | None = None
         self._latency_by_key: dict[tuple[str, str, int], Histogram] = {}
+
+    def track(self, family: str, source: StatsSource | AsyncStatsSource) -> None:
+        """Feed ``loopwise_<family>_*`` from ``source.stats()`` whenever metrics refresh.
+
+        Raises:
+            ValueError: ``family`` is not a family these metrics define.
+        """
+        self._sources.track(family, source)
+
+    def refresh(self) -> None:
+        """Copy every tracked source's snapshot into the metrics."""
+        self._sources.refresh()
+
+    async def refresh_queue(self) -> None:
+        """Read the job queue's depth from PostgreSQL, within a second."""
+        await self._sources.refresh_queue()
 
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
         """Count one request by its route template; ``RequestLog`` calls this.
@@ -162,12 +185,11 @@ class Metrics(MetricSources, AsyncResource):
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
         return encode(merged), content_type
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         if self.multiprocess:
             self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics")
-        return self
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         """Stop refreshing; in multiprocess mode, drop this worker's live gauges."""
         if self._refresher is not None:
             self._refresher.cancel()
@@ -182,10 +204,15 @@ class Metrics(MetricSources, AsyncResource):
             await asyncio.sleep(_REFRESH_EVERY)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    app_metrics: Metrics = request.state.metrics
-    await app_metrics.refresh_queue()
-    body, content_type = app_metrics.render(request.headers.get("accept", ""))
-    return Response(body, headers={"content-type": content_type})
+def metrics_router(app_metrics: Metrics) -> APIRouter:
+    """``GET /metrics`` for the metrics the app was built with."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format."""
+        await app_metrics.refresh_queue()
+        body, content_type = app_metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
+
+    return router

@@ -17,10 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
 
-from loopwise.patterns import BlockingPool, PatternError
+from loopwise.patterns import PatternError
 from loopwise.service.db import PoolExhausted
 from loopwise.service.exceptions import ServiceError
 from loopwise.service.logs import get_logger
+from loopwise.service.state import lifespan_state
 
 __all__ = [
     "MEDIA_TYPE",
@@ -117,13 +118,12 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Rendering a traceback reads the source files of every frame (linecache): file I/O
     # that must not run on the loop, so the log line is written on the blocking pool.
     # If that pool is missing or full, log without the traceback rather than block.
-    blocking: BlockingPool | None = getattr(request.state, "blocking", None)
     path = request.url.path
     try:
-        if blocking is None:
-            raise LookupError("no blocking pool")
+        # KeyError: no lifespan state, e.g. an app whose lifespan never ran.
+        blocking = lifespan_state(request)["blocking"]
         await blocking.run(_log_with_traceback, path, exc)
-    except (LookupError, PatternError):
+    except (KeyError, PatternError):
         _log.error("unhandled_exception", path=path, error=type(exc).__name__)
     return problem_response(500)
 

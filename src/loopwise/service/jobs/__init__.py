@@ -7,29 +7,26 @@ count_by_state(pool)                   # the queue's depth, for metrics and oper
 
 from loopwise.service.jobs.admin import (
     DeadJob,
+    QueueDepth,
     count_by_state,
     discard_dead,
     list_dead,
     prune_finished,
     retry_dead,
 )
-from loopwise.service.jobs.background import BackgroundStats, BackgroundWork, ClosedBackgroundWork
 from loopwise.service.jobs.queue import CHANNEL, Job, JobState, enqueue
 from loopwise.service.jobs.running import PermanentJobError
 from loopwise.service.jobs.welcome import WELCOME_EMAIL, enqueue_welcome_email, job_handlers
-from loopwise.service.jobs.worker import ClosedWorker, Worker, WorkerStats
+from loopwise.service.jobs.worker import Worker, WorkerStats
 
 __all__ = [
     "CHANNEL",
     "WELCOME_EMAIL",
-    "BackgroundStats",
-    "BackgroundWork",
-    "ClosedBackgroundWork",
-    "ClosedWorker",
     "DeadJob",
     "Job",
     "JobState",
     "PermanentJobError",
+    "QueueDepth",
     "Worker",
     "WorkerStats",
     "count_by_state",

@@ -15,7 +15,6 @@ import asyncio
 import html
 import os
 import re
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Protocol
 
 import aiosmtplib
 
-from loopwise.patterns.deadlines import deadline
+from loopwise.patterns.deadlines import fail_after
+from loopwise.service.jobs.messages import compose, one_line
 from loopwise.service.settings import Settings
 
 __all__ = [
@@ -88,10 +88,10 @@ class SmtpMailer:
             # Our deadlines bound each phase; aiosmtplib's own timeout is only a backstop.
             timeout=max(self._connect_timeout, self._send_timeout) + 1.0,
         )
-        async with deadline(self._connect_timeout):
+        async with fail_after(self._connect_timeout):
             await smtp.connect()
         try:
-            async with deadline(self._send_timeout):
+            async with fail_after(self._send_timeout):
                 try:
                     await smtp.send_message(message)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -148,8 +148,14 @@ _TEXT = """\
 Hello {name},
 
 Welcome to loopwise: your account is ready. Sign in with {email}.
-
+{verify}
 If you did not create this account, you can ignore this message.
+"""
+
+_VERIFY_TEXT = """
+Confirm that this address is yours by opening this link (it works once, for {hours:g} hours):
+
+{url}
 """
 
 _HTML = """\
@@ -157,29 +163,46 @@ _HTML = """\
 <html><body>
 <p>Hello {name},</p>
 <p>Welcome to loopwise: your account is ready. Sign in with <b>{email}</b>.</p>
-<p>If you did not create this account, you can ignore this message.</p>
+{verify}<p>If you did not create this account, you can ignore this message.</p>
 </body></html>
 """
 
+_VERIFY_HTML = """\
+<p>Confirm that this address is yours: <a href="{url}">verify my email</a>
+(the link works once, for {hours:g} hours).</p>
+"""
 
-def welcome_message(*, to: str, name: str, sender: str, message_id: str) -> EmailMessage:
+
+def welcome_message(
+    *,
+    to: str,
+    name: str,
+    sender: str,
+    message_id: str,
+    verify_url: str | None = None,
+    verify_hours: float = 48,
+) -> EmailMessage:
     """The welcome email, plain text and HTML, the user's name escaped where it is markup.
+
+    With ``verify_url`` it also carries the link that verifies the address.
 
     Raises:
         ValueError: ``to`` is not a single plain address.
     """
-    # Header values must stay on one line; a name never needs control characters.
-    one_line = " ".join(name.split())
-    message = EmailMessage()
-    message["Subject"] = f"Welcome to loopwise, {one_line}"
-    message["From"] = sender
-    message["To"] = Address(display_name=one_line, addr_spec=to)
-    message["Message-ID"] = message_id
-    message.set_content(_TEXT.format(name=one_line, email=to))
-    message.add_alternative(
-        _HTML.format(name=html.escape(one_line), email=html.escape(to)), subtype="html"
+    who = one_line(name)
+    verify_text = verify_html = ""
+    if verify_url is not None:
+        verify_text = _VERIFY_TEXT.format(url=verify_url, hours=verify_hours)
+        verify_html = _VERIFY_HTML.format(url=html.escape(verify_url), hours=verify_hours)
+    return compose(
+        to=to,
+        name=name,
+        subject=f"Welcome to loopwise, {who}",
+        text=_TEXT.format(name=who, email=to, verify=verify_text),
+        html_body=_HTML.format(name=html.escape(who), email=html.escape(to), verify=verify_html),
+        sender=sender,
+        message_id=message_id,
     )
-    return message
 
 
 def sender_domain(sender: str) -> str:

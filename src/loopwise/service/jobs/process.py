@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Mapping
+
+import asyncpg
 
 from loopwise.service.db import Database
-from loopwise.service.jobs.welcome import job_handlers
+from loopwise.service.jobs.running import Handler
 from loopwise.service.jobs.worker import Worker
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
@@ -21,8 +24,16 @@ __all__ = ["run_worker_process"]
 _log = get_logger("loopwise.jobs")
 
 
-async def run_worker_process(settings: Settings, dsn: str) -> None:
-    """Run one worker on its own pool until SIGTERM or SIGINT, then stop gracefully."""
+HandlerFactory = Callable[[Settings, asyncpg.Pool], Mapping[str, Handler]]
+
+
+async def run_worker_process(settings: Settings, dsn: str, handlers: HandlerFactory) -> None:
+    """Run one worker on its own pool until SIGTERM or SIGINT, then stop gracefully.
+
+    Args:
+        handlers: builds the job handlers from the settings and the worker's pool (the
+            CLI passes the account service's, ``accounts.emails.account_job_handlers``).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -31,7 +42,7 @@ async def run_worker_process(settings: Settings, dsn: str) -> None:
         async with (
             Database.from_settings(settings, dsn) as db,
             Worker.from_settings(
-                settings, db.pool, job_handlers(settings), settings.direct_dsn(dsn)
+                settings, db.pool, handlers(settings, db.pool), settings.direct_dsn(dsn)
             ),
         ):
             await stop.wait()

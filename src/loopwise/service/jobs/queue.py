@@ -63,8 +63,8 @@ class Job:
 
 _ENQUEUE = """
 WITH job AS (
-    INSERT INTO jobs (kind, payload, max_attempts, run_at)
-    VALUES ($1, $2::text::jsonb, $3, now() + make_interval(secs => $4))
+    INSERT INTO jobs (kind, payload, max_attempts, run_at, priority, user_id)
+    VALUES ($1, $2::text::jsonb, $3, now() + make_interval(secs => $4), $6, $7)
     RETURNING id
 )
 SELECT job.id, pg_notify($5, $1) FROM job
@@ -78,30 +78,43 @@ async def enqueue(
     *,
     max_attempts: int,
     delay: float = 0.0,
+    priority: int = 0,
+    user_id: int | None = None,
 ) -> int:
     """Insert a job on ``conn`` (in its transaction, if any) and announce it; return its id.
 
+    Args:
+        priority: runnable jobs are claimed highest first, then oldest first, so a
+            message someone waits for (a password reset) overtakes a backlog of bulk ones.
+        user_id: the account the job is about, so deleting the account cancels it.
+
     Raises:
-        ValueError: ``max_attempts`` is below 1 or ``delay`` is negative.
+        ValueError: ``max_attempts`` is below 1, ``delay`` is negative, or ``priority``
+            is outside -100..100.
     """
+    if not -100 <= priority <= 100:
+        raise ValueError(f"`priority` must be within -100..100, got {priority}")
     if max_attempts < 1:
         raise ValueError(f"`max_attempts` must be at least 1, got {max_attempts}")
     if delay < 0:
         raise ValueError(f"`delay` must not be negative, got {delay}")
     # Passed as text: the query works whether or not the pool has a jsonb codec installed.
-    row = await conn.fetchrow(_ENQUEUE, kind, json.dumps(payload), max_attempts, delay, CHANNEL)
+    row = await conn.fetchrow(
+        _ENQUEUE, kind, json.dumps(payload), max_attempts, delay, CHANNEL, priority, user_id
+    )
     assert row is not None  # an INSERT … RETURNING always yields its row
     job_id: int = row["id"]
     return job_id
 
 
 # SKIP LOCKED: concurrent claimers each take different rows instead of queueing on the
-# same ones. The inner SELECT walks the partial index `jobs_runnable` in run_at order.
+# same ones. The inner SELECT walks the partial index `jobs_runnable` in (priority DESC,
+# run_at) order: a high-priority job is the first entry however long the backlog.
 _CLAIM = """
 WITH next AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND run_at <= now() AND kind = ANY($1::text[])
-    ORDER BY run_at, id
+    ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )

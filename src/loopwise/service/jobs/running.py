@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from loopwise.patterns.deadlines import deadline
+from loopwise.patterns.deadlines import fail_after
 from loopwise.patterns.exceptions import DeadlineExceeded
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.queue import Job, JobState
@@ -91,7 +91,7 @@ class RunningJobs:
     async def _attempt(self, job: Job) -> None:
         log = _log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
         try:
-            async with deadline(self._job_timeout):
+            async with fail_after(self._job_timeout):
                 await self._handlers[job.kind](job)
         except PermanentJobError as exc:
             outcome = await self._record(queue.fail, job, str(exc), retry_in=None)

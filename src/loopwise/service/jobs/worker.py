@@ -21,11 +21,10 @@ import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Self
 
 import asyncpg
 
-from loopwise.patterns.lifecycle import AsyncResource, ResourceState
+from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.admin import prune_finished
 from loopwise.service.jobs.queue import Job
@@ -34,13 +33,9 @@ from loopwise.service.listener import PgListener
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
 
-__all__ = ["ClosedWorker", "Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerStats"]
 
 _log = get_logger("loopwise.jobs")
-
-
-class ClosedWorker(RuntimeError):
-    """The worker was started twice, or used after it was closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +95,6 @@ class Worker(AsyncResource):
         self._concurrency, self._lease = concurrency, lease
         self._poll, self._grace = poll_interval, grace
         self._prune_after, self._prune_every = prune_after, prune_every
-        self._state = ResourceState.UNOPENED
         self._stopping = False
         self._wake = asyncio.Event()
         self._tg = asyncio.TaskGroup()
@@ -147,10 +141,11 @@ class Worker(AsyncResource):
             c["released"],
         )
 
-    async def __aenter__(self) -> Self:
-        if self._state is not ResourceState.UNOPENED:
-            raise ClosedWorker("Cannot restart a worker once it has been started or closed.")
-        self._state = ResourceState.OPENED
+    @property
+    def resource_name(self) -> str:
+        return "job worker"
+
+    async def _aopen(self) -> None:
         await self._tg.__aenter__()
         self._claimer = self._tg.create_task(self._claim_loop(), name="jobs-claim")
         self._services = [
@@ -168,16 +163,11 @@ class Worker(AsyncResource):
                 name="jobs",
                 retry_interval=self._poll,
             )
-            await self._listener.__aenter__()
+            await self._listener.open()
         _log.info("worker_started", owner=self.owner, concurrency=self._concurrency)
-        return self
 
-    async def aclose(self) -> None:
-        """Stop claiming, give running jobs ``grace`` seconds, release the rest. Idempotent."""
-        if self._state is not ResourceState.OPENED:
-            self._state = ResourceState.CLOSED
-            return
-        self._state = ResourceState.CLOSED
+    async def _aclose(self) -> None:
+        """Stop claiming, give running jobs ``grace`` seconds, release the rest."""
         try:
             self._stopping = True
             self._wake.set()

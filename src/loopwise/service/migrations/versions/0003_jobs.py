@@ -8,8 +8,8 @@ Create Date: 2026-11-25
 from alembic import op
 
 revision = "0003"
-# The accounts revision (0002) lands on another branch; the integrator re-chains this one
-# onto it. Nothing here depends on the accounts tables.
+# Nothing here depends on the accounts tables (0002): it follows them to keep one line
+# of revisions.
 down_revision = "0002"
 branch_labels = None
 depends_on = None

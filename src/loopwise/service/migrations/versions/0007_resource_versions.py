@@ -1,14 +1,15 @@
 """A version per mutable resource, the source of its ETag.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02
 
-``users.version`` counts changes to what ``GET /users/me`` shows (email, display name;
-role too, which announces itself the same way); ``preferences.version`` counts changes to
+``users.version`` counts changes to what ``GET /users/me`` shows (email, display name,
+whether the address is verified; role too, which announces itself the same way);
+``preferences.version`` counts changes to
 the document. Triggers bump them, not application code, so a change made by any path (an
 endpoint, an operator's SQL) changes the ETag, and the users trigger fires on exactly the
-columns whose change ``users_changed`` (revision 0004) announces to the session caches:
+columns whose change ``users_changed`` (revisions 0004 and 0006) announces to the session caches:
 a cached caller's version is never older than its cached name.
 
 A password change bumps nothing: the representation is unchanged, and the password
@@ -19,7 +20,7 @@ constant default rewrites no rows (PostgreSQL 11+), so this is instant on a larg
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -43,6 +44,7 @@ def upgrade() -> None:
             OLD.email IS DISTINCT FROM NEW.email
             OR OLD.display_name IS DISTINCT FROM NEW.display_name
             OR OLD.role IS DISTINCT FROM NEW.role
+            OR OLD.email_verified_at IS DISTINCT FROM NEW.email_verified_at
         )
         EXECUTE FUNCTION loopwise_bump_version()
         """

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loopwise.service.http.drain import Drain
+from loopwise.service.drain import Drain
 from tests.processes import serving
 
 RecordProperty = Callable[[str, object], None]
