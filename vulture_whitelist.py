@@ -64,3 +64,6 @@ _.email_verified_at
 _.live_sessions
 _.failed_logins
 _.pending_jobs
+
+# logging.LogRecord: the formatter reads exc_text (outages.py clears it with exc_info).
+_.exc_text

@@ -6,11 +6,19 @@ shared directory for multiprocess metrics.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shutil
+import socket
 
-from loopwise.cli.startup import apply_migrations, database, validated_settings
+from loopwise.cli.startup import (
+    apply_migrations,
+    check_database,
+    database,
+    fail,
+    validated_settings,
+)
 from loopwise.service.logs import get_logger
 from loopwise.service.serving import serve_with_granian
 from loopwise.service.settings import Settings
@@ -30,9 +38,12 @@ def serve() -> None:
     within LOOPWISE_SHUTDOWN_GRACE seconds, and closes the pool.
     """
     settings = validated_settings()
+    # Before PostgreSQL starts: a mistake costs one line, not a database start and stop.
+    _refuse_taken_port(settings.host, settings.port)
     with database(settings) as dsn:
         if settings.should_migrate_on_start:
             apply_migrations(settings.direct_dsn(dsn))  # never through a pooler
+        check_database(settings.direct_dsn(dsn))
         # Workers are separate processes that build the app from the environment.
         os.environ["LOOPWISE_DATABASE_URL"] = dsn
         if "public_url" not in settings.model_fields_set:
@@ -53,6 +64,38 @@ def _own_url(settings: Settings) -> str:
     elif ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.port}"
+
+
+def _refuse_taken_port(host: str, port: int) -> None:
+    """End ``serve`` with one line if anything already listens on ``host:port``.
+
+    Granian listens with ``SO_REUSEPORT``, so a second ``loopwise serve`` on the same port
+    would bind beside the first and the kernel would split connections between two
+    services that may run different versions or settings. This probe binds *without*
+    ``SO_REUSEPORT``, which Linux refuses while any socket listens there, reuse-port or
+    not (socket(7)). ``SO_REUSEADDR`` keeps a restart from failing on the previous run's
+    connections in TIME_WAIT. A process that binds in the moment between this probe and
+    granian's own bind is not caught: the probe is for mistakes, not for races.
+    """
+    if port == 0:
+        return  # the kernel picks a free port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}", status=1)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(
+                    f"cannot listen on {host}:{port}: the port is in use (another loopwise "
+                    "or another program); stop it or set LOOPWISE_PORT",
+                    status=1,
+                )
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}", status=1)
 
 
 def _raise_open_files(connections: int) -> None:

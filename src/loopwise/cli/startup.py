@@ -10,15 +10,24 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import typer
 
 from loopwise.service.db import EmbeddedUnavailable, embedded_postgres
 from loopwise.service.logs import configure_logging, get_logger
+from loopwise.service.redaction import Redactor, secrets_of
 from loopwise.service.settings import InvalidSettings, Settings, load_settings
 
-__all__ = ["apply_migrations", "database", "fail", "validated_settings", "with_connection"]
+__all__ = [
+    "apply_migrations",
+    "check_database",
+    "database",
+    "fail",
+    "validated_settings",
+    "with_connection",
+]
 
 T = TypeVar("T")
 
@@ -26,7 +35,8 @@ _log = get_logger("loopwise.cli")
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
-    typer.echo(f"loopwise: {message}", err=True)
+    """End the command with one line on stderr (URL passwords and tokens masked)."""
+    typer.echo(f"loopwise: {Redactor().text(message)}", err=True)
     raise typer.Exit(status)
 
 
@@ -35,7 +45,7 @@ def validated_settings() -> Settings:
         settings = load_settings()
     except InvalidSettings as exc:
         fail(f"invalid setting: {exc}")
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets_of(settings))
     return settings
 
 
@@ -55,12 +65,38 @@ def database(settings: Settings) -> Iterator[str]:
 
 
 def apply_migrations(dsn: str) -> None:
+    import sqlalchemy.exc
+
     from loopwise.service.migrate import migrate
 
     try:
         migrate(dsn)
     except OSError as exc:
         fail(f"cannot reach PostgreSQL to migrate: {exc}", status=1)
+    except (sqlalchemy.exc.DBAPIError, asyncpg.PostgresError) as exc:
+        # A refused login, a missing database: the server's own words, on one line.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        fail(f"PostgreSQL refused the migration: {reason}", status=1)
+
+
+def check_database(dsn: str, *, within: float = 10.0) -> None:
+    """End the command with one line unless PostgreSQL at ``dsn`` accepts a connection.
+
+    Run before the server starts: otherwise every worker fails its start-up with a
+    traceback each, and the listener was already open.
+    """
+
+    async def connect() -> None:
+        conn = await asyncpg.connect(dsn, timeout=within)
+        await conn.close()
+
+    try:
+        asyncio.run(connect())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        parts = urlsplit(dsn)
+        where = f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path}"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fail(f"cannot reach PostgreSQL at {where}: {reason}", status=1)
 
 
 def with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

@@ -24,15 +24,19 @@ from loopwise.service.db import Database
 from loopwise.service.drain import Drain
 from loopwise.service.http import health
 from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
+from loopwise.service.http.api_docs import install_api_docs
+from loopwise.service.http.bodies import BodyFirst, BodyReadStats
 from loopwise.service.http.compression import Compression
 from loopwise.service.http.metrics import Metrics, metrics_router
 from loopwise.service.http.middleware import BodySizeLimit, RequestLog
 from loopwise.service.http.openapi import DESCRIPTION, document_api
 from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
+from loopwise.service.http.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision
+from loopwise.service.redaction import secrets_of
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
 
@@ -68,6 +72,8 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
         queue=settings.admission_queue,
         wait=settings.admission_wait,
     )
+    body_reads = BodyReadStats()
+    metrics.track("http_bodies", body_reads)
 
     drain = Drain(delay=settings.drain_delay)
 
@@ -143,8 +149,15 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
         telemetry=None
         if settings.otel_enabled
         else {"tracing": False, "metrics": False, "logs": False},
+        # Served from this process's own assets (api_docs.py), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette built the trailing-slash redirect's Location from the Host header, so
+        # `Host: evil.example` sent clients elsewhere; one URL per resource, no redirect.
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
+    install_api_docs(app)
     document_api(app, shed_exempt=EXEMPT_PATHS)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
@@ -155,12 +168,22 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
         # admission control never reaches it.
         app.add_middleware(Compression, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)  # inside the access log, which then says "HEAD"
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxies, networks=settings.trusted_proxies)
     app.add_middleware(
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
-    app.add_middleware(AdmissionControl, gate=gate)  # outermost: sheds before anything runs
+    app.add_middleware(AdmissionControl, gate=gate)  # sheds before anything of the app runs
+    # Outside the gate: a request takes a slot only once its body has arrived.
+    app.add_middleware(
+        BodyFirst,
+        timeout=settings.body_timeout,
+        max_readers=settings.max_body_readers,
+        max_bytes=settings.max_body_bytes,
+        stats=body_reads,
+    )
+    app.add_middleware(SecurityHeaders)  # outermost: the gate's own 503 carries them too
     return app
 
 
@@ -217,5 +240,5 @@ async def _open_off_loop(
 def create_app_from_env() -> FastAPI:
     """Factory for server workers: settings come from the environment the CLI prepared."""
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets_of(settings))
     return create_app(settings, handle_sigterm=True)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO, cast
 
 import structlog
 
 from loopwise.service.logwriter import LineWriter
+from loopwise.service.outages import QuietOutages
+from loopwise.service.redaction import Redactor
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -31,15 +34,27 @@ _LEVELS = {
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     level: Literal["debug", "info", "warning", "error"] = "info",
+    *,
+    secrets: Iterable[str] = (),
 ) -> None:
-    """Set up structlog and the standard library's root logger. Idempotent."""
+    """Set up structlog and the standard library's root logger. Idempotent.
+
+    ``secrets`` are masked wherever they would appear (``redaction.py``), as are URL
+    passwords, bearer tokens and fields named like a secret.
+    """
     global _sink  # logging is process-wide by nature: one writer per process (and per fork)
     if _sink is None:
         _sink = LineWriter(sys.stderr)
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    # Tracebacks as plain text: the console's default (rich) prints every frame's local
+    # variables, database URLs and passwords among them.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
+    # Exceptions become text first, so the redactor sees their messages and frames too.
+    redact: list[Any] = [structlog.processors.format_exc_info, Redactor(secrets)]
     shared: list[Any] = [
         _logger_key,
         structlog.contextvars.merge_contextvars,
@@ -47,7 +62,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, *redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # A LineWriter is file-like where structlog needs it (write, flush), not a TextIO.
         logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _sink)),
@@ -57,7 +72,11 @@ def configure_logging(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *redact,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
@@ -66,6 +85,10 @@ def configure_logging(
     # These narrate every step at INFO; an operator needs their warnings only.
     for chatty in ("alembic", "pgserver"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # A database outage is one fact, not a traceback per reconnect attempt (outages.py).
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, QuietOutages) for f in pool_log.filters):
+        pool_log.addFilter(QuietOutages())
 
 
 def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=128, ge=1, le=100_000)
     admission_queue: int = Field(default=4096, ge=0, le=1_000_000)  # requests that may wait
     admission_wait: float = Field(default=0.5, ge=0, le=60)  # seconds one may wait; 0: none
+    # Slow request bodies (http/bodies.py): a body is read before its request takes an
+    # admission slot, and must arrive whole within `body_timeout` seconds (else 408);
+    # at most `max_body_readers` bodies arrive at once (past it, 503 at once).
+    body_timeout: float = Field(default=5.0, gt=0, le=600)
+    max_body_readers: int = Field(default=1024, ge=1, le=1_000_000)
     max_connections: int = Field(default=8192, ge=64, le=1_000_000)
     listen_backlog: int = Field(default=4096, ge=128, le=65_535)  # capped by net.core.somaxconn
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. ["10.0.0.0/8"]).
@@ -116,9 +121,12 @@ class Settings(BaseSettings):
     # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
     password_hash_deadline: PositiveSeconds = 10.0
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
-    # Login throttling: failures per fixed window, per account and per client address.
+    # Login throttling (accounts/throttle.py): failures per fixed window, per account and
+    # client (tight, binds that client only), per account from everywhere (loose, so a
+    # stranger cannot lock the owner out with a few guesses), per client address.
     login_failure_window: float = Field(default=900, ge=1, le=24 * 3600)
-    login_max_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_client: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_account: int = Field(default=100, ge=1, le=100_000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
     # (docs/operations/sessions.md); a TTL of 0 turns the cache off.
@@ -150,6 +158,10 @@ class Settings(BaseSettings):
     smtp_from: str = "loopwise <no-reply@loopwise.invalid>"
     smtp_connect_timeout: PositiveSeconds = 10.0
     smtp_send_timeout: PositiveSeconds = 30.0
+    # The relay offers SMTPUTF8 (RFC 6531): addresses whose local part is not ASCII
+    # (josé@, 用户@) may register, and are sent with SMTPUTF8. Off, they are refused at
+    # registration, since no mail could reach them (accounts/mailboxes.py).
+    smtp_utf8: bool = False
 
     # Account lifecycle (docs/operations/accounts.md): verification and reset links, and
     # the throttles on requests that send email. Links in emails start with `public_url`,

@@ -29,6 +29,7 @@ make_account = accounts.make_account  # the accounts tests' fixture, shared by n
 
 # Answers no scenario here drives, each with where it is proven instead.
 UNDRIVEN: dict[tuple[str, str] | str, str] = {
+    "408": "a body slower than the timeout: tests/service/http/test_bodies.py",
     "500": "a crash: tests/service/http/test_health.py::test_unexpected_error_is_a_bare_500",
     "503": "saturation or a lost database: tests/service/http/test_admission.py",
     ("PATCH /users/me", "409"): "two password changes racing",

@@ -37,6 +37,8 @@ class SmtpServer:
     on_data: OnData | None = None
     on_rcpt: Callable[[str], str | None] | None = None
     protocols: set[SMTP] = field(default_factory=set)
+    # Every envelope recipient (RCPT TO) accepted, as the server received it.
+    recipients: list[str] = field(default_factory=list)
 
 
 class _Handler:
@@ -51,6 +53,7 @@ class _Handler:
             if refusal is not None:
                 return refusal
         envelope.rcpt_tos.append(address)
+        self._server.recipients.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -75,14 +78,19 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def smtp_server(port: int = 0, state: SmtpServer | None = None) -> AsyncIterator[SmtpServer]:
-    """Serve SMTP on 127.0.0.1 until the block ends; ``state`` carries over a restart."""
+async def smtp_server(
+    port: int = 0, state: SmtpServer | None = None, *, smtputf8: bool = False
+) -> AsyncIterator[SmtpServer]:
+    """Serve SMTP on 127.0.0.1 until the block ends; ``state`` carries over a restart.
+
+    ``smtputf8`` makes the server offer SMTPUTF8 (RFC 6531) in its EHLO answer.
+    """
     loop = asyncio.get_running_loop()
     holder = state or SmtpServer(port=port)
     handler = _Handler(holder)
 
     def protocol() -> SMTP:
-        smtp = SMTP(handler, hostname="smtp.loopwise.test", loop=loop)
+        smtp = SMTP(handler, hostname="smtp.loopwise.test", loop=loop, enable_SMTPUTF8=smtputf8)
         holder.protocols.add(smtp)
         return smtp
 

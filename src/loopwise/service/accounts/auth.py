@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from loopwise.service.accounts.mailboxes import Email, mailbox_key
 from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import transaction
@@ -33,7 +34,7 @@ WRONG_CREDENTIALS = Answer(
 class Credentials(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    email: EmailStr
+    email: Email
     password: Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -46,9 +47,10 @@ class Token(BaseModel):
     expires_at: datetime
 
 
+# The mailbox's identity (accounts/mailboxes.py), never a case mapping of it.
 _FIND_LOGIN = """
 SELECT id, password_hash, disabled_at IS NOT NULL AS disabled
-FROM users WHERE lower(email) = lower($1)
+FROM users WHERE email_key = $1
 """
 
 
@@ -64,9 +66,10 @@ async def login(
     address: ClientAddress,
 ) -> Token:
     """Exchange an email and password for a bearer token."""
-    throttle = LoginThrottle.for_attempt(settings, body.email, address)
+    account = mailbox_key(body.email)
+    throttle = LoginThrottle.for_attempt(settings, account, address)
     await throttle.check(pool)
-    row = await pool.fetchrow(_FIND_LOGIN, body.email)
+    row = await pool.fetchrow(_FIND_LOGIN, account)
     stored: str | None = None if row is None else row["password_hash"]
     # Always verify, against the dummy hash when there is no such user: same time taken.
     matches = await passwords.verify(stored, body.password)

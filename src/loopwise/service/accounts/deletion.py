@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.accounts.email_throttle import forget_keys
 from loopwise.service.accounts.emails import enqueue_account_deleted
+from loopwise.service.accounts.mailboxes import mailbox_key
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
@@ -68,7 +69,7 @@ async def delete_me(
 ) -> Response:
     """Delete your account and personal data; orders stay, anonymised. Ends every session."""
     # Guessing the password with a stolen token is a login attempt: same throttle.
-    throttle = LoginThrottle.for_attempt(settings, caller.email, address)
+    throttle = LoginThrottle.for_attempt(settings, mailbox_key(caller.email), address)
     await throttle.check(pool)
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
     if stored is None:

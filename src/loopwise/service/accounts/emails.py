@@ -23,6 +23,7 @@ from email.message import EmailMessage
 
 import asyncpg
 
+from loopwise.service.accounts.mailboxes import mailbox_key
 from loopwise.service.accounts.tokens import Purpose, issue_token
 from loopwise.service.jobs.email import (
     Mailer,
@@ -152,7 +153,7 @@ SELECT id, email, display_name, email_verified_at IS NOT NULL AS verified
 FROM users WHERE id = $1 AND disabled_at IS NULL
 """
 _ENABLED_BY_EMAIL = """
-SELECT id, email, display_name FROM users WHERE lower(email) = lower($1) AND disabled_at IS NULL
+SELECT id, email, display_name FROM users WHERE email_key = $1 AND disabled_at IS NULL
 """
 
 
@@ -189,7 +190,7 @@ def account_email_handlers(mailer: Mailer, links: Links, *, sender: str) -> dict
 
     async def send_reset(job: Job) -> None:
         await asyncio.sleep(random.uniform(*RESET_JITTER))  # noqa: S311 - not a secret
-        user = await links.pool.fetchrow(_ENABLED_BY_EMAIL, job.payload["email"])
+        user = await links.pool.fetchrow(_ENABLED_BY_EMAIL, mailbox_key(job.payload["email"]))
         if user is None:
             # No account (or a disabled one) behind this address: nothing is sent, and
             # the requester learnt nothing, since the request answered 202 either way.

@@ -10,10 +10,12 @@ Each change is one transaction on a connection the command opens. Ending session
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
 from loopwise.service.accounts.emails import enqueue_password_reset
+from loopwise.service.accounts.mailboxes import mailbox_key
 from loopwise.service.accounts.sessions import revoke_all_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import revoke_tokens
@@ -57,7 +59,7 @@ SELECT u.id, u.email, u.display_name, u.role, u.created_at, u.email_verified_at,
           AND (j.user_id = u.id OR lower(j.payload ->> 'email') = lower(u.email)))
            AS pending_jobs
 FROM users u
-WHERE ($1::bigint IS NOT NULL AND u.id = $1) OR ($1::bigint IS NULL AND lower(u.email) = lower($2))
+WHERE ($1::bigint IS NOT NULL AND u.id = $1) OR ($1::bigint IS NULL AND u.email_key = $2)
 """
 
 _FAILURES = """
@@ -67,12 +69,17 @@ WHERE key = $1 AND window_start > now() - make_interval(secs => $2)
 
 
 async def find_user(conn: Connection, query: str, settings: Settings) -> UserState | None:
-    """The account whose id (all digits) or email (any case) is ``query``; None if none."""
+    """The account whose id (all digits) or mailbox (``mailboxes.py``) is ``query``; else None."""
     user_id = int(query) if query.isdigit() and int(query) < 2**63 else None
-    row = await conn.fetchrow(_FIND, user_id, query)
+    email_key = None
+    if user_id is None:
+        # Not an address we could have stored (a bad domain): no account has it.
+        with contextlib.suppress(ValueError):
+            email_key = mailbox_key(query)
+    row = await conn.fetchrow(_FIND, user_id, email_key)
     if row is None:
         return None
-    key = LoginThrottle.for_attempt(settings, row["email"], "").account_key
+    key = LoginThrottle.for_attempt(settings, mailbox_key(row["email"]), "").account_key
     failures: int = await conn.fetchval(_FAILURES, key, settings.login_failure_window)
     return UserState(**dict(row), failed_logins=failures)
 

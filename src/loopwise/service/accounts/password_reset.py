@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr
 
 from loopwise.service.accounts.email_throttle import EmailThrottle
 from loopwise.service.accounts.emails import enqueue_password_reset
+from loopwise.service.accounts.mailboxes import mailbox_key
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import revoke_all_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
@@ -63,7 +64,7 @@ async def request_reset(
         await throttle.hit(
             conn,
             {
-                f"reset:email:{body.email.lower()}": settings.password_reset_max_per_email,
+                f"reset:email:{mailbox_key(body.email)}": settings.password_reset_max_per_email,
                 f"reset:client:{address}": settings.password_reset_max_per_client,
             },
         )
@@ -110,7 +111,7 @@ async def confirm_reset(
         await revoke_all_sessions(conn, user_id)
         await revoke_tokens(conn, user_id, Purpose.RESET_PASSWORD)
         # The owner proved the address: lift the login lockout they may have run into.
-        await LoginThrottle.for_attempt(settings, email, address).clear_account(conn)
+        await LoginThrottle.for_attempt(settings, mailbox_key(email), address).clear_account(conn)
     # This process forgets at once; the session triggers tell every other one.
     sessions.forget_user(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -59,7 +59,7 @@ async def issue_token(
 # Live means: unused, unexpired, mailed to the user's current address, user enabled.
 _LIVE = """
 t.token_hash = $1 AND t.purpose = $2 AND t.used_at IS NULL AND t.expires_at > now()
-AND u.id = t.user_id AND lower(t.email) = lower(u.email) AND u.disabled_at IS NULL
+AND u.id = t.user_id AND t.email = u.email AND u.disabled_at IS NULL
 """
 
 # The conditions sit on the updated row itself (not in a subquery), so a concurrent use

@@ -7,13 +7,16 @@ its one query, so reading yourself costs no second query, and anyone else gets 4
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Path, Request, Response, status
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from loopwise.service.accounts.mailboxes import Email, has_ascii_local_part, mailbox_key
 from loopwise.service.accounts.passwords import NewPassword
 from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
@@ -45,10 +48,16 @@ WRONG_CURRENT_PASSWORD = Answer(403, "`current_password` is wrong.")
 PASSWORD_CHANGED = Answer(409, "The password was changed meanwhile by another request.")
 
 
+# Unicode categories a name never needs: controls (Cc: NUL, which PostgreSQL text cannot
+# hold, newlines that split headers), invisible formatting (Cf: U+200B ZERO WIDTH SPACE,
+# U+202E RIGHT-TO-LEFT OVERRIDE, which make one name look like another), surrogates and
+# unassigned code points (Cs, Cn), and line and paragraph separators (Zl, Zp).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+
+
 def _printable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL, and control characters in a name are never wanted.
-    if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in value):
-        raise ValueError("must not contain control characters")
+    if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in value):
+        raise ValueError("must not contain control or invisible formatting characters")
     if not value.strip():
         raise ValueError("must not be blank")
     return value.strip()
@@ -82,7 +91,7 @@ class User(BaseModel):
 class Registration(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    email: EmailStr
+    email: Email
     password: NewPassword
     display_name: DisplayName
 
@@ -104,8 +113,8 @@ class UserUpdate(BaseModel):
 
 
 _INSERT_USER = """
-INSERT INTO users (email, display_name, password_hash)
-VALUES ($1, $2, $3)
+INSERT INTO users (email, email_key, display_name, password_hash)
+VALUES ($1, $2, $3, $4)
 RETURNING id, email, display_name, created_at, email_verified_at IS NOT NULL AS email_verified
 """
 
@@ -114,11 +123,13 @@ async def create_user(conn: Connection, email: str, display_name: str, password_
     """Insert a user inside the caller's transaction on ``conn``.
 
     Raises:
-        Conflict: the email is taken, compared case-insensitively. The unique index
-            decides, so of two simultaneous registrations exactly one wins.
+        Conflict: the mailbox is taken (``mailboxes.py``: same local part, same domain). The
+            unique index decides, so of two simultaneous registrations exactly one wins.
     """
     try:
-        row = await conn.fetchrow(_INSERT_USER, email, display_name, password_hash)
+        row = await conn.fetchrow(
+            _INSERT_USER, email, mailbox_key(email), display_name, password_hash
+        )
     except asyncpg.UniqueViolationError:
         raise Conflict("An account with this email already exists.") from None
     assert row is not None
@@ -139,6 +150,19 @@ async def register(body: Registration, pool: Pool, passwords: Hasher, settings: 
     waits for the mail server. The welcome email carries the link that verifies the
     address (``POST /verify-email``).
     """
+    if not settings.smtp_utf8 and not has_ascii_local_part(body.email):
+        # Deliverable only with SMTPUTF8, which the relay is not known to offer: refuse
+        # now rather than accept an account whose welcome email can never be sent.
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "email"),
+                    "msg": "the part before @ must be ASCII: this service's mail relay "
+                    "cannot deliver to internationalised mailboxes",
+                    "type": "value_error",
+                }
+            ]
+        )
     password_hash = await passwords.hash(body.password)
     async with transaction(pool) as conn:
         user = await create_user(conn, body.email, body.display_name, password_hash)
@@ -279,7 +303,7 @@ async def _verify_and_hash(
         The stored hash that was verified, and the new hash.
     """
     # Guessing the current password with a stolen token is a login attempt: same throttle.
-    throttle = LoginThrottle.for_attempt(settings, caller.email, address)
+    throttle = LoginThrottle.for_attempt(settings, mailbox_key(caller.email), address)
     await throttle.check(pool)
     stored = await pool.fetchval("SELECT password_hash FROM users WHERE id = $1", caller.id)
     if stored is None:

@@ -45,6 +45,7 @@ LATENCY_BUCKETS = (
 #: The metric families a source may feed: ``loopwise_<family>_*``.
 FAMILIES = (
     "http_requests",
+    "http_bodies",
     "event_loop",
     "offload",
     "db_pool",
@@ -65,6 +66,12 @@ class AsyncStatsSource(Protocol):
     """A source whose snapshot takes a query (the job queue's depth in PostgreSQL)."""
 
     def stats(self) -> Awaitable[Any]: ...
+
+
+class _BodyStats(Protocol):
+    reading: int
+    timed_out: int
+    refused: int
 
 
 class _GateStats(Protocol):
@@ -129,6 +136,18 @@ class MetricSources:
         )
         self._http_shed = Counter(
             "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
+        )
+        self._bodies_reading = Gauge(
+            "loopwise_http_bodies_reading",
+            "Request bodies arriving, read before admission.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._body_timeouts = Counter(
+            "loopwise_http_body_timeouts", "Requests answered 408: body too slow.", registry=r
+        )
+        self._bodies_refused = Counter(
+            "loopwise_http_bodies_refused", "Requests answered 503: every reader busy.", registry=r
         )
         self.loop_lag = Histogram(
             "loopwise_event_loop_lag_seconds",
@@ -264,6 +283,11 @@ class MetricSources:
         for source in self._sources["event_loop"]:
             lag: LagStats = source.stats()
             self._advance(self._stalls, ("stalls", ""), lag.stalls)
+        for source in self._sources["http_bodies"]:
+            reads: _BodyStats = source.stats()
+            self._bodies_reading.set(reads.reading)
+            self._advance(self._body_timeouts, ("body_timeouts", ""), reads.timed_out)
+            self._advance(self._bodies_refused, ("bodies_refused", ""), reads.refused)
         for source in self._sources["session_cache"]:
             self._refresh_sessions(source.stats())
         for source in self._sources["db_pool"]:

@@ -3,6 +3,8 @@
     loopwise_http_request_duration_seconds{method,route,status}   latency by route template,
                                         from 0.1 ms; /metrics and the probes are not in it
     loopwise_http_requests_{in_flight,queued}, _shed_total          admission control's gate
+    loopwise_http_bodies_reading, loopwise_http_body_timeouts_total,
+    loopwise_http_bodies_refused_total                              bodies read before admission
     loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
     loopwise_event_loop_stalls_total                                stalls past the threshold
     loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
@@ -67,6 +69,14 @@ __all__ = ["Metrics", "metrics_router"]
 
 
 _REFRESH_EVERY = 1.0  # seconds, multiprocess mode only
+
+# The methods a label may name; any other string a client sends is counted as "OTHER".
+# RFC 9110 section 9 plus PATCH (RFC 5789): the method is client input, and a label value
+# taken from it unchecked minted a series per string (10,000 made /metrics 600x larger,
+# and each scrape then held the loop for seconds rendering them).
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 # Scraped every few seconds by every Prometheus and balancer: timing them would drown the
 # traffic's latency in the operations' own. Their failures show in the probes themselves.
@@ -159,16 +169,20 @@ class Metrics(AsyncResource):
         """Count one request by its route template; ``RequestLog`` calls this.
 
         The template (``/users/{id}``), never the raw path, keeps the label set bounded;
-        requests no route matched share ``route="unmatched"``. FastAPI's router puts the
+        requests no route matched share ``route="unmatched"``, and methods outside RFC 9110's
+        share ``method="OTHER"``, so no client can mint series. FastAPI's router puts the
         matched route in the scope, which is shared with the middleware around it.
         """
         route = getattr(scope.get("route"), "path_format", None) or "unmatched"
         if route in _UNTIMED:
             return
-        key = (scope["method"], route, status)
+        method = scope["method"]
+        if method not in _KNOWN_METHODS:
+            method = "OTHER"
+        key = (method, route, status)
         child = self._latency_by_key.get(key)
         if child is None:  # labels() locks and validates: do it once per key
-            child = self.request_duration.labels(scope["method"], route, str(status))
+            child = self.request_duration.labels(method, route, str(status))
             self._latency_by_key[key] = child
         child.observe(seconds)
 

@@ -21,6 +21,7 @@ from loopwise.patterns import PatternError
 from loopwise.service.db import PoolExhausted
 from loopwise.service.exceptions import ServiceError
 from loopwise.service.logs import get_logger
+from loopwise.service.outages import DATABASE_OUTAGES, OUTAGE_RETRY_AFTER, OutageLog
 from loopwise.service.state import lifespan_state
 
 __all__ = [
@@ -132,9 +133,27 @@ def _log_with_traceback(path: str, exc: Exception) -> None:
     _log.error("unhandled_exception", path=path, exc_info=exc)
 
 
+def _on_database_outage(outages: OutageLog) -> Any:
+    async def handler(request: Request, exc: Exception) -> Response:
+        outages.failed(exc, _log)
+        return problem_response(
+            503,
+            "The database is unavailable; retry shortly.",
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER)},
+        )
+
+    return handler
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(PoolExhausted, _on_pool_exhausted)
+    # Specific classes, so Starlette's ExceptionMiddleware answers them: a handler for
+    # `Exception` runs in ServerErrorMiddleware, which re-raises after answering, and the
+    # server then logs its own traceback of the same error.
+    outage = _on_database_outage(OutageLog())
+    for kind in DATABASE_OUTAGES:
+        app.add_exception_handler(kind, outage)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -180,6 +180,9 @@ PRECONDITION_FAILED = Answer(
     "`ETag` is the current one.",
     ("ETag",),
 )
+BODY_TOO_SLOW = Answer(
+    408, "The request body did not arrive within `LOOPWISE_BODY_TIMEOUT` (http/bodies.py)."
+)
 PRECONDITION_REQUIRED = Answer(
     428, "The write replaces the whole resource and needs `If-Match` or `If-Unmodified-Since`."
 )
@@ -187,4 +190,4 @@ PRECONDITION_REQUIRED = Answer(
 # What any request may meet whatever its route: bad framing, a body over the limit, a crash.
 # (503 is added where admission control or the database can answer it: every route but
 # the probes; 401 where a token is required; 422 where there is input to validate.)
-EVERYWHERE: tuple[Answer, ...] = (MALFORMED, TOO_LARGE, UNEXPECTED)
+EVERYWHERE: tuple[Answer, ...] = (MALFORMED, BODY_TOO_SLOW, TOO_LARGE, UNEXPECTED)

@@ -98,6 +98,10 @@ class SmtpMailer:
                     if all(r.code >= 500 for r in exc.recipients):
                         raise RecipientRefused(str(exc)) from exc
                     raise
+                except aiosmtplib.SMTPNotSupported as exc:
+                    # A non-ASCII local part needs SMTPUTF8 (RFC 6531), and this server
+                    # does not offer it: no retry can change that.
+                    raise RecipientRefused(str(exc)) from exc
                 await smtp.quit()
         finally:
             # After a failed or abandoned exchange the connection is in an unknown state.

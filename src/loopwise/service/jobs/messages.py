@@ -19,6 +19,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import quote
 
+import idna
+
 __all__ = [
     "account_deleted_message",
     "compose",
@@ -53,7 +55,7 @@ def compose(
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = sender
-    message["To"] = Address(display_name=one_line(name), addr_spec=to)
+    message["To"] = _recipient(one_line(name), _ascii_domain(to))
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
     # ASCII bodies go as 7bit, lines whole: a link (~90 characters) stays one line that
@@ -63,6 +65,31 @@ def compose(
     message.set_content(text, cte=_transfer_encoding(text))
     message.add_alternative(html_body, subtype="html", cte=_transfer_encoding(html_body))
     return message
+
+
+def _recipient(name: str, address: str) -> Address:
+    """The To header's mailbox. The standard library parses an ``addr_spec`` as RFC 5322's
+    ASCII grammar and rejects a UTF-8 local part (``NonASCIILocalPartDefect``), which RFC
+    6532 allows; such a part is checked for specials and passed as ``username``."""
+    local, _, domain = address.rpartition("@")
+    if local.isascii():
+        return Address(display_name=name, addr_spec=address)
+    if any(ch in local for ch in ' ,<>()[]\\;:@"') or any(ch.isspace() for ch in local):
+        raise ValueError(f"invalid addr_spec; only one plain mailbox is allowed: {address!r}")
+    Address(addr_spec=f"x@{domain}")  # the domain as the standard library checks it
+    return Address(display_name=name, username=local, domain=domain)
+
+
+def _ascii_domain(address: str) -> str:
+    """``address`` with its domain as IDNA A-labels: deliverable without SMTPUTF8 whenever
+    the local part is ASCII (RFC 5890); a non-ASCII local part still needs SMTPUTF8."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        raise ValueError(f"{domain!r} is not a valid internationalised domain") from None
 
 
 def _transfer_encoding(body: str) -> str | None:

@@ -1,7 +1,7 @@
 """Account lifecycle: verified addresses, disabled accounts, one-time tokens, job priority.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 
 - ``users.email_verified_at``: when the owner proved the address (a verification link or
@@ -27,7 +27,7 @@ Create Date: 2026-12-02
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
