@@ -36,8 +36,9 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,13 +78,24 @@ class _BoundedWaitPool(asyncpg.Pool):
     asyncpg waits for a free connection forever by default; past saturation that is an
     unbounded queue inside the process. With a bound the excess fails fast, and the
     problem handler turns it into 503 with Retry-After.
+
+    ``waiting`` counts the acquires in progress (the suspended ones, as any reader on the
+    loop sees them) and ``on_wait`` receives each acquire's wait in seconds, the fast
+    path's included: the pool's saturation as the metrics report it.
     """
 
     def __init__(
-        self, *args: Any, acquire_timeout: float, transaction_sql: str | None, **kwargs: Any
+        self,
+        *args: Any,
+        acquire_timeout: float,
+        on_wait: Callable[[float], None],
+        transaction_sql: str | None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._on_wait = on_wait
+        self.waiting = 0
         # SET LOCAL statements every transaction() starts with; None when the connection
         # carries the settings itself (no pooler).
         self.transaction_sql = transaction_sql
@@ -96,18 +108,24 @@ class _BoundedWaitPool(asyncpg.Pool):
         return super().acquire(timeout=bound if left is None else min(bound, left))
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109  # asyncpg's signature
+        self.waiting += 1
+        started = time.perf_counter()
         try:
             return await super()._acquire(timeout)  # type: ignore[misc]  # private, untyped
         except TimeoutError:
             raise PoolExhausted(
                 f"no database connection free within {timeout}s (all {self.get_max_size()} in use)"
             ) from None
+        finally:
+            self.waiting -= 1
+            self._on_wait(time.perf_counter() - started)
 
 
 class DatabaseStats(NamedTuple):
     max_size: int
     size: int
     idle: int
+    waiting: int  # acquires waiting for a connection to free up
 
 
 class Database(AsyncResource):
@@ -129,7 +147,9 @@ class Database(AsyncResource):
         self._min_size = min_size
         self._max_size = max_size
         self._statement_timeout = statement_timeout
-        self._pool: asyncpg.Pool | None = None
+        self._pool: _BoundedWaitPool | None = None
+        # Set by the metrics: receives the seconds each acquire waited for a connection.
+        self.on_acquire_wait: Callable[[float], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, dsn: str) -> Database:
@@ -157,6 +177,10 @@ class Database(AsyncResource):
         assert self._pool is not None  # made by _aopen
         return self._pool
 
+    def _acquire_waited(self, seconds: float) -> None:
+        if self.on_acquire_wait is not None:
+            self.on_acquire_wait(seconds)
+
     def stats(self) -> DatabaseStats:
         """The pool's size and idle connections, for metrics.
 
@@ -164,7 +188,8 @@ class Database(AsyncResource):
             ResourceClosed: the pool is not open.
         """
         pool = self.pool
-        return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size())
+        waiting = 0 if self._pool is None else self._pool.waiting
+        return DatabaseStats(pool.get_max_size(), pool.get_size(), pool.get_idle_size(), waiting)
 
     async def _aopen(self) -> None:
         statement_ms = int(self._statement_timeout * 1000)
@@ -191,6 +216,7 @@ class Database(AsyncResource):
         pool = _BoundedWaitPool(
             self.dsn,
             acquire_timeout=self.acquire_timeout,
+            on_wait=self._acquire_waited,
             transaction_sql=transaction_sql,
             min_size=self._min_size,
             max_size=self._max_size,
@@ -205,7 +231,8 @@ class Database(AsyncResource):
             # 0 = unnamed statements only, which survive transaction pooling (see above).
             statement_cache_size=0 if self.pooled else 100,
         )
-        self._pool = await pool
+        await pool  # connects min_size connections
+        self._pool = pool
         if self.pooled and self._min_size > 0:
             jit = await self._pool.fetchval("SHOW jit")
             if jit != "off":

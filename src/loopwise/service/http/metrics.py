@@ -1,25 +1,38 @@
 """Prometheus metrics: ``GET /metrics`` on the main port, from a registry the app owns.
 
-    loopwise_http_request_duration_seconds{method,route,status}   latency by route template
-    loopwise_http_requests_{in_flight,queued,shed_total}            admission control's gate
+    loopwise_http_request_duration_seconds{method,route,status}   latency by route template,
+                                        from 0.1 ms; /metrics and the probes are not in it
+    loopwise_http_requests_{in_flight,queued}, _shed_total          admission control's gate
     loopwise_http_bodies_reading, loopwise_http_body_timeouts_total,
     loopwise_http_bodies_refused_total                              bodies read before admission
     loopwise_event_loop_lag_seconds                                 the watchdog's lag samples
     loopwise_event_loop_stalls_total                                stalls past the threshold
     loopwise_offload_{workers,in_use,queued,queue_limit}{pool}      off-loop pool saturation
     loopwise_offload_{rejected,completed}_total{pool}
-    loopwise_db_pool_{max,size,idle}                                asyncpg connections
+    loopwise_db_pool_{max,size,idle,in_use,waiting}                 asyncpg connections
+    loopwise_db_pool_acquire_wait_seconds                           time to get a connection
     loopwise_downstream_circuit{downstream,state}                   1 for the breaker's state
     loopwise_downstream_{in_use,waiting}{downstream}                per-host limit saturation
     loopwise_downstream_{admitted,rejected,retries,retries_denied}_total{downstream}
-    loopwise_jobs{state}                                            the queue, from PostgreSQL
-    loopwise_jobs_running, loopwise_jobs_{completed,retried,dead}_total   this worker's
+    loopwise_queue_jobs{state}, loopwise_queue_oldest_due_seconds   the queue: every instance's,
+                                        read from PostgreSQL (aggregate with max, not sum)
+    loopwise_worker_jobs_running, loopwise_worker_jobs_{completed,retried,dead}_total
+                                        this process's job worker (sum across instances)
     loopwise_session_cache_{entries,listening}                     sessions in memory
     loopwise_session_cache_{hits,misses,invalidations}_total
+    loopwise_build_info{version,python}                             1, labelled with the build
+    process_*                                                       CPU, memory, open files
+
+No ``*_created`` series: prometheus_client adds one per counter and histogram child, which
+Prometheus does not use (it detects resets itself) and which doubles the series count. They
+are dropped from this registry's exposition, not switched off for the whole process.
 
 Main port, not a separate one: it is one listener per instance to run and secure, and a
 scrape crosses the same event loop as the traffic, so a stalled loop also shows as a slow
 scrape. Keep ``/metrics`` off the public ingress at the proxy, as with ``/readyz``.
+
+``process_*`` describe the process that answers; in multiprocess mode that is one worker
+of several, so they are left out there (the container's own metrics cover it).
 
 Several granian workers (``LOOPWISE_WORKERS>1``) are processes sharing the port, so a
 scrape reaches one of them at random. ``loopwise serve`` then turns on prometheus_client's
@@ -33,15 +46,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
+import platform
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CollectorRegistry, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, multiprocess
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from starlette.types import Scope
 
 from loopwise.patterns.lifecycle import AsyncResource
-from loopwise.service.http.metric_sources import AsyncStatsSource, MetricSources, StatsSource
+from loopwise.service.http.metric_sources import (
+    LATENCY_BUCKETS,
+    AsyncStatsSource,
+    MetricSources,
+    StatsSource,
+)
 
 __all__ = ["Metrics", "metrics_router"]
 
@@ -56,6 +78,40 @@ _KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 
+# Scraped every few seconds by every Prometheus and balancer: timing them would drown the
+# traffic's latency in the operations' own. Their failures show in the probes themselves.
+_UNTIMED = frozenset({"/metrics", "/healthz", "/readyz"})
+
+_CREATED_IN = frozenset({"counter", "histogram", "summary"})
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("loopwise")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
+# Read once at import: the installed distribution's metadata is files on disk, and the
+# app is built inside running event loops (tests, granian's workers).
+_BUILD = (_version(), platform.python_version())
+
+
+class _Registry(CollectorRegistry):
+    """A registry whose exposition leaves out the ``*_created`` samples.
+
+    prometheus_client only offers a process-wide switch for them
+    (``disable_created_metrics``), which would reach every registry in the process,
+    a library's or a test's included.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        for family in super().collect():
+            if family.type in _CREATED_IN:
+                created = family.name + "_created"
+                family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
 
 class Metrics(AsyncResource):
     """The app's metrics: created with the app, fed by its middleware and its lifespan.
@@ -69,13 +125,24 @@ class Metrics(AsyncResource):
 
     def __init__(self) -> None:
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
-        self.registry = CollectorRegistry()
+        self.registry = _Registry()
         self.request_duration = Histogram(
             "loopwise_http_request_duration_seconds",
             "Time to answer a request, by route template and status.",
             ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        build = Gauge(
+            "loopwise_build_info",
+            "Always 1; the labels name the running build.",
+            ["version", "python"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        build.labels(*_BUILD).set(1)
+        if not self.multiprocess:
+            ProcessCollector(registry=self.registry)
         self._sources = MetricSources(self.registry)
         # Not a snapshot: the watchdog observes each lag sample itself (``on_lag``).
         self.loop_lag = self._sources.loop_lag
@@ -107,6 +174,8 @@ class Metrics(AsyncResource):
         matched route in the scope, which is shared with the middleware around it.
         """
         route = getattr(scope.get("route"), "path_format", None) or "unmatched"
+        if route in _UNTIMED:
+            return
         method = scope["method"]
         if method not in _KNOWN_METHODS:
             method = "OTHER"
@@ -126,7 +195,7 @@ class Metrics(AsyncResource):
         encode, content_type = choose_encoder(accept)
         if not self.multiprocess:
             return encode(self.registry), content_type
-        merged = CollectorRegistry()
+        merged = _Registry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
         return encode(merged), content_type
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -26,14 +27,28 @@ __all__ = [
 ]
 
 
+class QueueStats(NamedTuple):
+    by_state: dict[str, int]
+    oldest_due: float  # seconds the oldest job due and not claimed yet has waited; 0 if none
+
+
+# How far behind the workers are, all of them.
+_OLDEST_DUE = """
+SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+FROM jobs WHERE state = 'queued' AND run_at <= now()
+"""
+
+
 class QueueDepth:
-    """The queue's depth by state, read from PostgreSQL: the job queue's metrics source."""
+    """The queue's depth by state and its oldest due job, read from PostgreSQL: the job
+    queue's metrics source."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def stats(self) -> dict[str, int]:
-        return await count_by_state(self._db.pool)
+    async def stats(self) -> QueueStats:
+        pool = self._db.pool
+        return QueueStats(await count_by_state(pool), await pool.fetchval(_OLDEST_DUE))
 
 
 async def count_by_state(pool: asyncpg.Pool | Connection) -> dict[str, int]:
