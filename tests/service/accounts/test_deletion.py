@@ -41,7 +41,9 @@ async def _account(
     auth = {"Authorization": f"Bearer {await login(client, email, PASSWORD)}"}
     assert (await client.post("/users/me/orders", headers=auth, json=ORDER)).status_code == 201
     prefs = {"timezone": "Europe/Paris"}
-    assert (await client.put("/users/me/preferences", headers=auth, json=prefs)).status_code == 200
+    assert (
+        await client.put("/users/me/preferences", headers={**auth, "If-Match": "*"}, json=prefs)
+    ).status_code == 200
     return user_id, auth
 
 
@@ -141,7 +143,9 @@ async def test_requests_in_flight_get_401_never_500(settings: Settings, database
                 r = await client.post("/users/me/orders", headers=auth, json=ORDER)
             elif kind == 1:
                 r = await client.put(
-                    "/users/me/preferences", headers=auth, json={"timezone": "UTC"}
+                    "/users/me/preferences",
+                    headers={**auth, "If-Match": "*"},
+                    json={"timezone": "UTC"},
                 )
             elif kind == 2:
                 r = await client.patch("/users/me", headers=auth, json={"display_name": f"D{n}"})
