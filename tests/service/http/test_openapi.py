@@ -36,21 +36,36 @@ UNDRIVEN: dict[tuple[str, str] | str, str] = {
     # The account lifecycle's answers need a token read out of a received email.
     ("POST /verify-email", "204"): "tests/service/accounts/test_verification.py",
     ("POST /verify-email", "403"): "tests/service/accounts/test_verification.py",
-    ("POST /verify-email", "422"): "tests/service/accounts/test_verification.py",
+    (
+        "POST /verify-email",
+        "422",
+    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "202"): "tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "409"): "tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "429"): "tests/service/accounts/test_verification.py",
     ("POST /users/me/orders", "403"): "tests/service/accounts/test_verification.py",
     ("POST /password-reset", "202"): "tests/service/accounts/test_password_reset.py",
-    ("POST /password-reset", "422"): "tests/service/accounts/test_password_reset.py",
+    (
+        "POST /password-reset",
+        "422",
+    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_password_reset.py",
     ("POST /password-reset", "429"): "tests/service/accounts/test_password_reset.py",
     ("POST /password-reset/confirm", "204"): "tests/service/accounts/test_password_reset.py",
     ("POST /password-reset/confirm", "403"): "tests/service/accounts/test_password_reset.py",
-    ("POST /password-reset/confirm", "422"): "tests/service/accounts/test_password_reset.py",
+    (
+        "POST /password-reset/confirm",
+        "422",
+    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_password_reset.py",
     ("DELETE /users/me", "204"): "tests/service/accounts/test_deletion.py",
     ("DELETE /users/me", "403"): "tests/service/accounts/test_deletion.py",
-    ("DELETE /users/me", "422"): "tests/service/accounts/test_deletion.py",
-    ("DELETE /users/me", "429"): "tests/service/accounts/test_deletion.py",
+    (
+        "DELETE /users/me",
+        "422",
+    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_deletion.py",
+    (
+        "DELETE /users/me",
+        "429",
+    ): "the login throttle it shares: tests/service/accounts/test_throttle.py",
 }
 
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -91,6 +92,28 @@ def test_tours_have_no_casts_or_any() -> None:
     assert not re.search(r"\bas\s+[A-Za-z{]|:\s*any\b|<any>|@ts-", typescript)
 
 
+@pytest.fixture
+async def verified_on_registration(database_url: str) -> None:
+    """Users of this test's database are verified as they register.
+
+    The tours stand in for a user who clicked the emailed link: a client cannot read the
+    outbox. The link itself is proven in tests/service/accounts/test_verification.py.
+    """
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """
+            CREATE FUNCTION test_verify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN NEW.email_verified_at := now(); RETURN NEW; END $$;
+            CREATE TRIGGER test_verify BEFORE INSERT ON users
+            FOR EACH ROW EXECUTE FUNCTION test_verify();
+            """
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.usefixtures("verified_on_registration")
 async def test_python_client_runs_the_tour(app: FastAPI, python_tour: Tour) -> None:
     """The generated Python client runs the whole tour: typed models, typed Problems."""
     async with serve_asgi(app) as base_url:
@@ -107,6 +130,7 @@ async def test_python_client_runs_the_tour(app: FastAPI, python_tour: Tour) -> N
         ]
 
 
+@pytest.mark.usefixtures("verified_on_registration")
 async def test_typescript_client_runs_the_tour(app: FastAPI, typescript_tour: Path) -> None:
     """The tour compiled with tsc --strict against openapi-typescript's types runs in node."""
     async with serve_asgi(app) as base_url:
