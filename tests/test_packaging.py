@@ -46,6 +46,6 @@ def test_help_lists_only_what_an_operator_runs() -> None:
     assert result.exit_code == 0
     command = typer.main.get_command(app)
     assert isinstance(command, typer.core.TyperGroup)
-    assert list(command.commands) == ["serve", "migrate", "worker", "jobs"]
+    assert list(command.commands) == ["serve", "migrate", "worker", "jobs", "users"]
     assert "bench" not in result.output
     assert "downstream-sim" not in result.output

@@ -72,12 +72,12 @@ def system_binary(name: str) -> str:
     return found
 
 
-def _unprivileged() -> tuple[int, int] | None:
+def _unprivileged(user: str = "nobody") -> tuple[int, int] | None:
     """(uid, gid) to run a server that refuses root as, or None when we are not root."""
     if os.geteuid() != 0:
         return None
-    nobody = pwd.getpwnam("nobody")
-    return nobody.pw_uid, nobody.pw_gid
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _postgres_bin() -> Path:
@@ -101,7 +101,7 @@ class _Process:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def _spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:
-        ids = _unprivileged() if self._needs_unprivileged else None
+        ids = _unprivileged(self._run_as) if self._needs_unprivileged else None
         log = await asyncio.to_thread(open, self.log_path, "ab")
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -118,6 +118,7 @@ class _Process:
             await asyncio.to_thread(log.close)
 
     _needs_unprivileged = False
+    _run_as = "nobody"  # the account an unprivileged server runs as, when we are root
 
     async def stop(self, sig: int = signal.SIGTERM, within: float = 30) -> None:
         proc = self.proc
@@ -267,8 +268,12 @@ class PgBouncer(_Process):
         server_port: int,
         database: str,
         pool_size: int = 20,
+        run_as: str = "nobody",
     ) -> None:
         super().__init__("pgbouncer", workdir)
+        # A server reached through a socket directory only its owner may enter (the
+        # embedded PostgreSQL's) needs PgBouncer to run as that owner.
+        self._run_as = run_as
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.database = database

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.blocks_loop  # starts PgBouncer
 @pytest.fixture
 async def bouncer(database_url: str) -> AsyncIterator[PgBouncer]:
     """PgBouncer (transaction pooling, 3 server connections) in front of this test's database."""
-    parts = urlsplit(database_url)
+    host, port, owner = await asyncio.to_thread(_server_address, database_url)  # globs a dir
     # The role setting the docs ask for behind a pooler (see service/db.py), set on this
     # test's own database: the shared server's configuration is left alone.
     conn = await asyncpg.connect(database_url)
@@ -36,8 +36,9 @@ async def bouncer(database_url: str) -> AsyncIterator[PgBouncer]:
         scratch_directory() as workdir,
         PgBouncer(
             Path(workdir),
-            server_host=parts.hostname or "127.0.0.1",
-            server_port=parts.port or 5432,
+            server_host=host,
+            server_port=port,
+            run_as=owner,
             database=database_name(database_url),
             # Fewer server connections than clients: consecutive transactions of one client
             # connection land on different servers, the case that breaks session state.
@@ -45,6 +46,21 @@ async def bouncer(database_url: str) -> AsyncIterator[PgBouncer]:
         ) as pgbouncer,
     ):
         yield pgbouncer
+
+
+def _server_address(dsn: str) -> tuple[str, int, str]:
+    """Where PgBouncer finds the test's PostgreSQL, and whom it must run as to get there.
+
+    TCP as ``nobody``; or the embedded server's socket directory (``?host=/dir``), whose
+    port is in the socket's name (``.s.PGSQL.<port>``), as that directory's owner.
+    """
+    parts = urlsplit(dsn)
+    if parts.hostname:
+        return parts.hostname, parts.port or 5432, "nobody"
+    directory = Path(parse_qs(parts.query)["host"][0])
+    sockets = sorted(directory.glob(".s.PGSQL.*[0-9]"))
+    port = int(sockets[0].name.rsplit(".", 1)[1]) if sockets else 5432
+    return str(directory), port, directory.owner()
 
 
 def _pooled(settings: Settings, bouncer: PgBouncer, direct: str) -> Settings:

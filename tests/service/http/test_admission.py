@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -101,14 +102,18 @@ async def test_probes_and_metrics_bypass_the_gate_and_sheds_are_counted(
     assert value(metrics, "loopwise_http_requests_in_flight") == 1
 
 
-async def test_a_shed_request_body_is_never_read(settings: Settings) -> None:
-    """The gate answers before the app receives: a shed upload is not read at all."""
+async def test_a_shed_upload_never_reaches_the_app(settings: Settings) -> None:
+    """A shed upload is answered 503 by the gate and never reaches the route.
+
+    Its body is read first, before admission and within ``LOOPWISE_BODY_TIMEOUT``
+    (``http/bodies.py``), so a slow body never holds an admission slot.
+    """
     holder = Holder(entered_wanted=1)
     read = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:
         read.set()
-        yield b'{"email": "a@example.com", "password": "long-enough-password"}'
+        yield b'{"email": "a@example.com", "password": "long-enough-password", "display_name": "A"}'
 
     async with serving(settings, holder, max_in_flight=1, admission_wait=0) as (_, client, _m):
         held = asyncio.create_task(client.get("/_hold"))
@@ -119,7 +124,12 @@ async def test_a_shed_request_body_is_never_read(settings: Settings) -> None:
         holder.release.set()
         await held
     assert response.status_code == 503
-    assert not read.is_set()
+    assert read.is_set()  # read before the gate, not after it
+    conn = await asyncpg.connect(str(settings.database_url))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users") == 0
+    finally:
+        await conn.close()
 
 
 async def _asgi_request(app: AdmissionControl, path: str = "/x") -> list[Message]:

@@ -94,9 +94,12 @@ async def test_database_outage_is_503_with_retry_after_and_no_traceback(tmp_path
                     json.loads(line) for line in logged if '"database_unavailable"' in line
                 ]
                 kinds = {line["kind"] for line in outage_lines}
-                assert kinds, "".join(logged)
+                if mode == "fast":
+                    # The first outage is logged; a second within the interval may be
+                    # held back entirely (its count joins the next line's `suppressed`).
+                    assert kinds, "".join(logged)
                 # One line per kind per 10 s; the 40 failures took far less than 30 s.
-                assert len(outage_lines) <= 3 * len(kinds), outage_lines
+                assert len(outage_lines) <= 3 * max(1, len(kinds)), outage_lines
                 assert not any("unhandled_exception" in line for line in logged)
                 await pg.start()
                 await _until_recovered(client, token)

@@ -116,9 +116,9 @@ async def test_unexpected_error_is_a_bare_500(settings: Settings) -> None:
 
 async def test_405_allows_every_method_of_the_resource(client: httpx.AsyncClient) -> None:
     """A wrong method on a resource served by two routes lists both in ``Allow``."""
-    response = await client.delete("/users/me")
+    response = await client.put("/users/me")
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET, HEAD, PATCH"
+    assert response.headers["allow"] == "DELETE, GET, HEAD, PATCH"
 
 
 async def test_openapi_documents_problem_responses(client: httpx.AsyncClient) -> None:

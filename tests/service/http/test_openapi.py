@@ -39,7 +39,7 @@ UNDRIVEN: dict[tuple[str, str] | str, str] = {
     (
         "POST /verify-email",
         "422",
-    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_verification.py",
+    ): "validation: test_schemathesis.py, tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "202"): "tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "409"): "tests/service/accounts/test_verification.py",
     ("POST /verify-email/resend", "429"): "tests/service/accounts/test_verification.py",
@@ -48,20 +48,20 @@ UNDRIVEN: dict[tuple[str, str] | str, str] = {
     (
         "POST /password-reset",
         "422",
-    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_password_reset.py",
+    ): "validation: test_schemathesis.py, tests/service/accounts/test_password_reset.py",
     ("POST /password-reset", "429"): "tests/service/accounts/test_password_reset.py",
     ("POST /password-reset/confirm", "204"): "tests/service/accounts/test_password_reset.py",
     ("POST /password-reset/confirm", "403"): "tests/service/accounts/test_password_reset.py",
     (
         "POST /password-reset/confirm",
         "422",
-    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_password_reset.py",
+    ): "validation: test_schemathesis.py, tests/service/accounts/test_password_reset.py",
     ("DELETE /users/me", "204"): "tests/service/accounts/test_deletion.py",
     ("DELETE /users/me", "403"): "tests/service/accounts/test_deletion.py",
     (
         "DELETE /users/me",
         "422",
-    ): "validation, as everywhere: tests/service/http/test_schemathesis.py; tests/service/accounts/test_deletion.py",
+    ): "validation: test_schemathesis.py, tests/service/accounts/test_deletion.py",
     (
         "DELETE /users/me",
         "429",
