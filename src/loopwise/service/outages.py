@@ -30,6 +30,11 @@ DATABASE_OUTAGES: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,
+    # asyncpg's own state errors on a connection the server dropped mid-use: "connection
+    # is closed" and its protocol state after a terminated backend (both seen while
+    # PostgreSQL restarted under the test cluster's load; /readyz already treats them so).
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 OUTAGE_RETRY_AFTER = 5  # seconds: a restart or failover takes a few; sooner only adds load
 _EVERY = 10.0  # seconds between two lines about one kind of outage
