@@ -15,16 +15,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
-from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
-from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.cluster.engines import DEPLOY, system_binary
-from tests.servers import serve_asgi
+from tests.service.http.test_metrics import exposition_after_a_journey
 
 RULES = DEPLOY / "prometheus" / "loopwise.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "loopwise.rules.test.yml"
@@ -119,19 +115,7 @@ def test_recorded_series_used_are_defined() -> None:
 
 async def test_every_named_metric_is_exported(settings: Settings) -> None:
     """A real app's /metrics has every series the rules and the dashboard name."""
-    async with serve_asgi(create_sim_app(SimConfig(latency_ms=0))) as sim_url:
-        app = create_app(settings.model_copy(update={"loyalty_url": sim_url}))
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                body = {"email": "d@example.com", "password": "correct horse", "display_name": "D"}
-                assert (await client.post("/register", json=body)).status_code == 201
-                login = await client.post(
-                    "/login", json={"email": body["email"], "password": body["password"]}
-                )
-                auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
-                assert (await client.get("/users/me/overview", headers=auth)).status_code == 200
-                text = (await client.get("/metrics")).text
+    text = await exposition_after_a_journey(settings)
     exported = {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }

@@ -300,8 +300,8 @@ def _masked(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def test_exposition_is_unchanged(settings: Settings) -> None:
-    """Every family, help text and label set that /metrics serves, pinned in a golden file."""
+async def exposition_after_a_journey(settings: Settings) -> str:
+    """The /metrics text of a real app after a registration, a login and an overview."""
     async with serve_asgi(create_sim_app(SimConfig(latency_ms=0))) as sim_url:
         app = create_app(settings.model_copy(update={"loyalty_url": sim_url}))
         async with LifespanManager(app) as manager:
@@ -314,7 +314,12 @@ async def test_exposition_is_unchanged(settings: Settings) -> None:
                 )
                 auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
                 assert (await client.get("/users/me/overview", headers=auth)).status_code == 200
-                text = (await client.get("/metrics")).text
+                return (await client.get("/metrics")).text
+
+
+async def test_exposition_is_unchanged(settings: Settings) -> None:
+    """Every family, help text and label set that /metrics serves, pinned in a golden file."""
+    text = await exposition_after_a_journey(settings)
     masked = _masked(text)
     if os.environ.get("LOOPWISE_UPDATE_GOLDEN") == "1":  # after a deliberate change
         await asyncio.to_thread(_GOLDEN.write_text, masked)
