@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from loopwise.service.db import SERVER_USER, ensure_server_user
 from tests.processes import free_port
 
 __all__ = ["PrivatePostgres", "private_postgres"]
@@ -93,15 +95,14 @@ def _prepare(root: Path) -> str | None:
     if os.geteuid() != 0:
         return None
     _bin_dir()  # imports pgserver quietly
-    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+    from pgserver.utils import ensure_prefix_permissions
 
-    user = "pgserver"
-    entry = ensure_user_exists(user)
-    assert entry is not None
+    ensure_server_user()
+    entry = pwd.getpwnam(SERVER_USER)
     ensure_prefix_permissions(root)
     root.chmod(0o755)
     os.chown(root, entry.pw_uid, entry.pw_gid)
-    return user
+    return SERVER_USER
 
 
 @contextlib.asynccontextmanager

@@ -34,7 +34,11 @@ server session: consecutive transactions run on whichever server connection is f
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import re
+import shutil
+import subprocess
 import sys
 import time
 import warnings
@@ -284,6 +288,37 @@ class EmbeddedUnavailable(RuntimeError):
     """The embedded PostgreSQL cannot run on this interpreter or platform."""
 
 
+# PostgreSQL refuses to run as root; pgserver then runs it as this system user.
+SERVER_USER = "pgserver"
+
+
+def ensure_server_user() -> None:
+    """As root, create the system user the embedded PostgreSQL runs as, if it is missing.
+
+    pgserver would create it with ``useradd`` looked up on PATH, and a root shell's PATH
+    need not hold /usr/sbin (``env PATH=/usr/bin:/bin``, some CI images), which fails on
+    a machine that never ran the embedded server before. Blocking, like the start itself.
+
+    Raises:
+        EmbeddedUnavailable: the user is missing and ``useradd`` is nowhere to be found.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        pass
+    else:
+        return
+    useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
+    if useradd is None:
+        raise EmbeddedUnavailable(
+            f"as root, the embedded PostgreSQL runs as the system user {SERVER_USER!r}, "
+            "and `useradd` was not found to create it; create it, or run as another user"
+        )
+    subprocess.run([useradd, "-s", "/bin/bash", SERVER_USER], check=True, capture_output=True)  # noqa: S603
+
+
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path, *, database: str = "loopwise") -> Iterator[str]:
     """Run PostgreSQL from the ``pgserver`` wheel in ``data_dir`` and yield a DSN for it.
@@ -309,6 +344,7 @@ def embedded_postgres(data_dir: Path, *, database: str = "loopwise") -> Iterator
 
     if not _IDENTIFIER.fullmatch(database):
         raise ValueError(f"database must be a plain identifier, not {database!r}")
+    ensure_server_user()
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode="stop")
