@@ -11,6 +11,7 @@
     emails       the account emails' jobs: verification, reset, deletion notice
     tokens       one-time tokens mailed to users, hashed at rest
     email_throttle  limits on requests that send email, in PostgreSQL
+    fixed_windows   fixed-window counters in PostgreSQL, under both throttles
     operators    what `loopwise users` does: find, show, disable, end sessions
     throttle     login failure limits in PostgreSQL
 
