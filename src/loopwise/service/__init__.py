@@ -2,7 +2,9 @@
 
     app          create_app(settings): the lifespan opens and closes every resource
     http/        the HTTP edge: admission, body limits, proxies, problems, health, metrics
-    accounts/    one module per resource, routes and SQL side by side, and the downstreams
+    accounts/    one module per resource, routes and SQL side by side
+    identity/    password hashing, sessions and their cache, that the account routes use
+    downstreams  the overview's downstream services (loyalty, shipments) as one resource
     jobs/        durable jobs on PostgreSQL: outbox, worker, email
     db           the asyncpg pool as a resource, and the embedded PostgreSQL
     listener     LISTEN on a connection of its own, reconnecting

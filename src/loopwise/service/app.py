@@ -14,13 +14,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from loopwise.patterns import BlockingPool, LoopWatchdog
-from loopwise.service.accounts.downstreams import Downstreams
 from loopwise.service.accounts.emails import account_job_handlers
-from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
-from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.drain import Drain
 from loopwise.service.http import health
 from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
@@ -33,6 +31,8 @@ from loopwise.service.http.openapi import DESCRIPTION, document_api
 from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
 from loopwise.service.http.response_headers import HeadAsGet, SecurityHeaders
+from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.session_cache import SessionCache
 from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
 from loopwise.service.migrate import expected_revision

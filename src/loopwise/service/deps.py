@@ -16,12 +16,12 @@ import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from loopwise.service.accounts.downstreams import Downstreams
-from loopwise.service.accounts.passwords import Passwords
-from loopwise.service.accounts.session_cache import SessionCache
-from loopwise.service.accounts.sessions import Caller
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.exceptions import Forbidden, Unauthenticated
+from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.session_cache import SessionCache
+from loopwise.service.identity.sessions import Caller
 from loopwise.service.settings import Settings
 from loopwise.service.state import lifespan_state
 

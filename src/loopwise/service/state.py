@@ -15,11 +15,11 @@ from typing import TypedDict, cast
 from starlette.requests import HTTPConnection
 
 from loopwise.patterns import BlockingPool, LoopWatchdog
-from loopwise.service.accounts.downstreams import Downstreams
-from loopwise.service.accounts.passwords import Passwords
-from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
+from loopwise.service.downstreams import Downstreams
 from loopwise.service.drain import Drain
+from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.session_cache import SessionCache
 from loopwise.service.jobs import Worker
 from loopwise.service.settings import Settings
 

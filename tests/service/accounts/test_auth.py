@@ -10,8 +10,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from loopwise.service.accounts.sessions import hash_token
 from loopwise.service.app import create_app
+from loopwise.service.identity.sessions import hash_token
 from loopwise.service.settings import Settings
 from tests.service.accounts.conftest import Account, announced, cache_stats, listening, login
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from loopwise.service.accounts.session_cache import SessionCache
-from loopwise.service.accounts.sessions import hash_token
 from loopwise.service.app import create_app
+from loopwise.service.identity.session_cache import SessionCache
+from loopwise.service.identity.sessions import hash_token
 from loopwise.service.settings import Settings
 from tests.service.accounts.conftest import Account, announced, cache_stats, listening, login, until
 

@@ -11,10 +11,10 @@
     emails       the account emails' jobs: verification, reset, deletion notice
     tokens       one-time tokens mailed to users, hashed at rest
     email_throttle  limits on requests that send email, in PostgreSQL
+    fixed_windows   fixed-window counters in PostgreSQL, under both throttles
     operators    what `loopwise users` does: find, show, disable, end sessions
-    passwords    argon2id off the event loop (a lifespan resource)
-    sessions     opaque bearer tokens, one-query authentication
     throttle     login failure limits in PostgreSQL
 
-``accounts.routes.router`` mounts them all.
+``accounts.routes.router`` mounts them all. Password hashing and sessions live in
+``service.identity``, the overview's downstream clients in ``service.downstreams``.
 """

@@ -15,12 +15,12 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopwise.service.accounts.mailboxes import Email, mailbox_key
-from loopwise.service.accounts.sessions import open_session, revoke_session
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, CurrentUser, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Unauthenticated
 from loopwise.service.http.responses import HASHING_BUSY, LOGIN_THROTTLED, Answer, declare
+from loopwise.service.identity.sessions import open_session, revoke_session
 
 __all__ = ["router"]
 

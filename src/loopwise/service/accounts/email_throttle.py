@@ -21,37 +21,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from loopwise.service.accounts.fixed_windows import FixedWindows
 from loopwise.service.db import Connection
 from loopwise.service.exceptions import TooManyRequests
 
 __all__ = ["EmailThrottle", "forget_keys"]
 
-# Counts a request for every key (a new window where the old one ended), purges a bounded
-# batch of ended windows on the way (never the rows being counted), and returns the
-# seconds until the latest-ending window among the keys now past their limit.
-_HIT = """
-WITH purged AS (
-    DELETE FROM email_throttle WHERE key IN (
-        SELECT key FROM email_throttle
-        WHERE window_start <= now() - make_interval(secs => $3) AND key <> ALL($1::text[])
-        ORDER BY window_start LIMIT 100
-        FOR UPDATE SKIP LOCKED
-    )
-),
-counted AS (
-    INSERT INTO email_throttle AS t (key, requests, window_start)
-    SELECT k, 1, now() FROM unnest($1::text[]) AS k
-    ON CONFLICT (key) DO UPDATE SET
-        requests = CASE WHEN t.window_start > now() - make_interval(secs => $3)
-                        THEN t.requests + 1 ELSE 1 END,
-        window_start = CASE WHEN t.window_start > now() - make_interval(secs => $3)
-                            THEN t.window_start ELSE now() END
-    RETURNING t.key, t.requests, t.window_start
-)
-SELECT max(extract(epoch FROM c.window_start + make_interval(secs => $3) - now()))::float8
-FROM counted c JOIN unnest($1::text[], $2::int[]) AS l(key, lim) ON l.key = c.key
-WHERE c.requests > l.lim
-"""
+_REQUESTS = FixedWindows("email_throttle", "requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +46,15 @@ class EmailThrottle:
         Raises:
             TooManyRequests: a key went past its limit in this window.
         """
-        keys = list(limits)
-        blocked_for: float | None = await conn.fetchval(
-            _HIT, keys, [limits[k] for k in keys], self.window
-        )
-        if blocked_for is not None:
+        rows = await _REQUESTS.count(conn, list(limits), window=self.window)
+        over = [row["ends_in"] for row in rows if row["count"] > limits[row["key"]]]
+        if over:
             raise TooManyRequests(
                 "Too many emails requested; retry later.",
-                retry_after=max(1, math.ceil(blocked_for)),
+                retry_after=max(1, math.ceil(max(over))),
             )
 
 
 async def forget_keys(conn: Connection | asyncpg.Pool, keys: list[str]) -> None:
     """Delete the counters of ``keys`` (an account's, when it is deleted)."""
-    await conn.execute("DELETE FROM email_throttle WHERE key = ANY($1::text[])", keys)
+    await _REQUESTS.forget(conn, keys)

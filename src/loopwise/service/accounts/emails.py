@@ -16,10 +16,12 @@ overtake the bulk of welcome emails (``queue.claim`` takes the highest priority 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Protocol
 
 import asyncpg
 
@@ -74,6 +76,15 @@ PRIORITY_NOTICE = 5  # a notice about something done: the deletion confirmation
 RESET_JITTER = (0.05, 0.25)
 
 Handler = Callable[[Job], Awaitable[None]]
+
+
+class _LinkMessage(Protocol):
+    """An email around a link: the verification or the reset message, its TTL bound."""
+
+    def __call__(
+        self, *, to: str, name: str, url: str, sender: str, message_id: str
+    ) -> EmailMessage: ...
+
 
 _log = get_logger("loopwise.jobs")
 
@@ -171,22 +182,32 @@ def account_email_handlers(mailer: Mailer, links: Links, *, sender: str) -> dict
         except RecipientRefused as exc:
             raise PermanentJobError(str(exc)) from exc
 
+    async def mail_link(
+        job: Job,
+        user: asyncpg.Record,
+        make_url: Callable[[int, str], Awaitable[str]],
+        message: _LinkMessage,
+        tag: str,
+    ) -> None:
+        """Mail ``user`` a fresh link from ``make_url``, in the email ``message`` writes."""
+        url = await make_url(user["id"], user["email"])
+        await deliver(
+            lambda: message(
+                to=user["email"],
+                name=user["display_name"],
+                url=url,
+                sender=sender,
+                message_id=f"<{tag}.{job.id}.{job.attempt}@{domain}>",
+            )
+        )
+
     async def send_verification(job: Job) -> None:
         user = await links.pool.fetchrow(_ENABLED_BY_ID, job.payload["user_id"])
         if user is None or user["verified"]:
             _log.info("verify_email_dropped", job_id=job.id, reason="verified, gone or disabled")
             return
-        url = await links.verify_url(user["id"], user["email"])
-        await deliver(
-            lambda: verify_email_message(
-                to=user["email"],
-                name=user["display_name"],
-                url=url,
-                hours=links.verify_ttl / 3600,
-                sender=sender,
-                message_id=f"<verify.{job.id}.{job.attempt}@{domain}>",
-            )
-        )
+        message = functools.partial(verify_email_message, hours=links.verify_ttl / 3600)
+        await mail_link(job, user, links.verify_url, message, "verify")
 
     async def send_reset(job: Job) -> None:
         await asyncio.sleep(random.uniform(*RESET_JITTER))  # noqa: S311 - not a secret
@@ -196,17 +217,8 @@ def account_email_handlers(mailer: Mailer, links: Links, *, sender: str) -> dict
             # the requester learnt nothing, since the request answered 202 either way.
             _log.info("password_reset_dropped", job_id=job.id, reason="no enabled account")
             return
-        url = await links.reset_url(user["id"], user["email"])
-        await deliver(
-            lambda: password_reset_message(
-                to=user["email"],
-                name=user["display_name"],
-                url=url,
-                minutes=links.reset_ttl / 60,
-                sender=sender,
-                message_id=f"<reset.{job.id}.{job.attempt}@{domain}>",
-            )
-        )
+        message = functools.partial(password_reset_message, minutes=links.reset_ttl / 60)
+        await mail_link(job, user, links.reset_url, message, "reset")
 
     async def send_deleted(job: Job) -> None:
         await deliver(

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from loopwise.service.accounts.emails import enqueue_password_reset
 from loopwise.service.accounts.mailboxes import mailbox_key
-from loopwise.service.accounts.sessions import revoke_all_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import revoke_tokens
 from loopwise.service.db import Connection
+from loopwise.service.identity.sessions import revoke_all_sessions
 from loopwise.service.settings import Settings
 
 __all__ = [

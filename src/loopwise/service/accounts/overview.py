@@ -22,14 +22,14 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from loopwise.patterns import Branch, Deadline, DeadlineExceeded, fan_out, optional, required
-from loopwise.service.accounts.downstreams import LoyaltyPoints, Shipment
 from loopwise.service.accounts.orders import Order
 from loopwise.service.accounts.preferences import Preferences
-from loopwise.service.accounts.sessions import Caller
 from loopwise.service.accounts.users import User
 from loopwise.service.deps import CurrentUser, Downstreams_, Pool, Settings_
+from loopwise.service.downstreams import LoyaltyPoints, Shipment
 from loopwise.service.exceptions import Unavailable
 from loopwise.service.http.responses import Answer, declare
+from loopwise.service.identity.sessions import Caller
 from loopwise.service.logs import get_logger
 
 __all__ = ["Overview", "router"]

@@ -20,14 +20,14 @@ from pydantic import BaseModel, ConfigDict, EmailStr
 from loopwise.service.accounts.email_throttle import EmailThrottle
 from loopwise.service.accounts.emails import enqueue_password_reset
 from loopwise.service.accounts.mailboxes import mailbox_key
-from loopwise.service.accounts.passwords import NewPassword
-from loopwise.service.accounts.sessions import revoke_all_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import Purpose, consume_token, revoke_tokens, token_user
 from loopwise.service.accounts.verification import Accepted, Token
 from loopwise.service.db import transaction
 from loopwise.service.deps import ClientAddress, Hasher, Pool, Sessions, Settings_
 from loopwise.service.exceptions import Forbidden
+from loopwise.service.identity.passwords import NewPassword
+from loopwise.service.identity.sessions import revoke_all_sessions
 
 __all__ = ["RESET_ACCEPTED", "router"]
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from loopwise.service.accounts.fixed_windows import FixedWindows
 from loopwise.service.db import Connection
 from loopwise.service.exceptions import TooManyRequests
 from loopwise.service.settings import Settings
@@ -44,26 +45,7 @@ WHERE t.window_start > now() - make_interval(secs => $3)
   AND t.failures >= k.max_failures
 """
 
-# Counts a failure for each key, starting a new window where the old one ended, and
-# purges a bounded batch of ended windows (never the rows being counted) on the way, so
-# the table stays as large as the recent failures without a sweeper.
-_RECORD_FAILURE = """
-WITH purged AS (
-    DELETE FROM login_throttle WHERE key IN (
-        SELECT key FROM login_throttle
-        WHERE window_start <= now() - make_interval(secs => $2) AND key <> ALL($1::text[])
-        ORDER BY window_start LIMIT 100
-        FOR UPDATE SKIP LOCKED
-    )
-)
-INSERT INTO login_throttle AS t (key, failures, window_start)
-SELECT k, 1, now() FROM unnest($1::text[]) AS k
-ON CONFLICT (key) DO UPDATE SET
-    failures = CASE WHEN t.window_start > now() - make_interval(secs => $2)
-                    THEN t.failures + 1 ELSE 1 END,
-    window_start = CASE WHEN t.window_start > now() - make_interval(secs => $2)
-                        THEN t.window_start ELSE now() END
-"""
+_FAILURES = FixedWindows("login_throttle", "failures")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +92,11 @@ class LoginThrottle:
             )
 
     async def record_failure(self, conn: Connection | asyncpg.Pool) -> None:
-        await conn.execute(_RECORD_FAILURE, self._keys, self.window)
+        await _FAILURES.count(conn, self._keys, window=self.window)
 
     async def clear_account(self, conn: Connection | asyncpg.Pool) -> None:
         """After a success: the account's counters go, the address's stay."""
-        await conn.execute(
-            "DELETE FROM login_throttle WHERE key = ANY($1::text[])",
-            [self.pair_key, self.account_key],
-        )
+        await _FAILURES.forget(conn, [self.pair_key, self.account_key])
 
 
 def client_key(address: str) -> str:

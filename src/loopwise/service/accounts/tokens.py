@@ -20,8 +20,8 @@ import secrets
 
 import asyncpg
 
-from loopwise.service.accounts.sessions import hash_token
 from loopwise.service.db import Connection
+from loopwise.service.identity.sessions import hash_token
 
 __all__ = ["Purpose", "consume_token", "issue_token", "revoke_tokens", "token_user"]
 

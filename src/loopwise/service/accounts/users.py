@@ -17,8 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from loopwise.service.accounts.mailboxes import Email, has_ascii_local_part, mailbox_key
-from loopwise.service.accounts.passwords import NewPassword
-from loopwise.service.accounts.sessions import Caller, revoke_other_sessions
 from loopwise.service.accounts.throttle import LoginThrottle
 from loopwise.service.accounts.tokens import Purpose, revoke_tokens
 from loopwise.service.db import Connection, transaction
@@ -34,6 +32,8 @@ from loopwise.service.http.responses import (
     conditional_headers,
     declare,
 )
+from loopwise.service.identity.passwords import NewPassword
+from loopwise.service.identity.sessions import Caller, revoke_other_sessions
 from loopwise.service.jobs.welcome import enqueue_welcome_email
 
 __all__ = ["DisplayName", "User", "create_user", "router"]

@@ -122,32 +122,36 @@ class MetricSources:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self._http_in_flight = Gauge(
-            "loopwise_http_requests_in_flight",
-            "Requests admitted and not yet answered.",
-            registry=r,
-            multiprocess_mode="livesum",
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            # livesum: across workers, the total of the live processes' values.
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode="livesum")
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def counters(
+            prefix: str, docs: Mapping[str, str], labels: tuple[str, ...] = ()
+        ) -> dict[str, Counter]:
+            return {what: counter(prefix + what, doc, labels) for what, doc in docs.items()}
+
+        self._http_in_flight = gauge(
+            "loopwise_http_requests_in_flight", "Requests admitted and not yet answered."
         )
-        self._http_queued = Gauge(
-            "loopwise_http_requests_queued",
-            "Requests waiting for an admission slot.",
-            registry=r,
-            multiprocess_mode="livesum",
+        self._http_queued = gauge(
+            "loopwise_http_requests_queued", "Requests waiting for an admission slot."
         )
-        self._http_shed = Counter(
-            "loopwise_http_requests_shed", "Requests answered 503 at the door.", registry=r
+        self._http_shed = counter(
+            "loopwise_http_requests_shed", "Requests answered 503 at the door."
         )
-        self._bodies_reading = Gauge(
-            "loopwise_http_bodies_reading",
-            "Request bodies arriving, read before admission.",
-            registry=r,
-            multiprocess_mode="livesum",
+        self._bodies_reading = gauge(
+            "loopwise_http_bodies_reading", "Request bodies arriving, read before admission."
         )
-        self._body_timeouts = Counter(
-            "loopwise_http_body_timeouts", "Requests answered 408: body too slow.", registry=r
+        self._body_timeouts = counter(
+            "loopwise_http_body_timeouts", "Requests answered 408: body too slow."
         )
-        self._bodies_refused = Counter(
-            "loopwise_http_bodies_refused", "Requests answered 503: every reader busy.", registry=r
+        self._bodies_refused = counter(
+            "loopwise_http_bodies_refused", "Requests answered 503: every reader busy."
         )
         self.loop_lag = Histogram(
             "loopwise_event_loop_lag_seconds",
@@ -155,23 +159,18 @@ class MetricSources:
             buckets=DEFAULT_LAG_BUCKETS,
             registry=r,
         )
-        self._stalls = Counter(
-            "loopwise_event_loop_stalls", "Loop stalls past the watchdog threshold.", registry=r
+        self._stalls = counter(
+            "loopwise_event_loop_stalls", "Loop stalls past the watchdog threshold."
         )
-
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            # livesum: across workers, the total of the live processes' values.
-            return Gauge(name, doc, labels, registry=r, multiprocess_mode="livesum")
-
         self._workers = gauge("loopwise_offload_workers", "Workers of a pool.", ("pool",))
         self._in_use = gauge("loopwise_offload_in_use", "Workers busy.", ("pool",))
         self._queued = gauge("loopwise_offload_queued", "Callers waiting.", ("pool",))
         self._queue_limit = gauge("loopwise_offload_queue_limit", "Queue bound.", ("pool",))
-        self._rejected = Counter(
-            "loopwise_offload_rejected", "Calls refused as saturated.", ["pool"], registry=r
+        self._rejected = counter(
+            "loopwise_offload_rejected", "Calls refused as saturated.", ("pool",)
         )
-        self._completed = Counter(
-            "loopwise_offload_completed", "Calls finished in a worker.", ["pool"], registry=r
+        self._completed = counter(
+            "loopwise_offload_completed", "Calls finished in a worker.", ("pool",)
         )
         self._db_max = gauge("loopwise_db_pool_max", "Most connections the pool may open.")
         self._db_size = gauge("loopwise_db_pool_size", "Connections open.")
@@ -196,15 +195,16 @@ class MetricSources:
         self._ds_waiting = gauge(
             "loopwise_downstream_waiting", "Calls waiting for a slot.", ("downstream",)
         )
-        self._ds_counters = {
-            what: Counter(f"loopwise_downstream_{what}", doc, ["downstream"], registry=r)
-            for what, doc in (
-                ("admitted", "Calls let through the limits."),
-                ("rejected", "Calls refused by the limits or an open breaker."),
-                ("retries", "Retries made."),
-                ("retries_denied", "Retries the retry budget refused."),
-            )
-        }
+        self._ds_counters = counters(
+            "loopwise_downstream_",
+            {
+                "admitted": "Calls let through the limits.",
+                "rejected": "Calls refused by the limits or an open breaker.",
+                "retries": "Retries made.",
+                "retries_denied": "Retries the retry budget refused.",
+            },
+            ("downstream",),
+        )
         # loopwise_queue_*: the queue is one table for every process, so every instance
         # reports the same values (aggregate with max, not sum). loopwise_worker_*: this
         # process's own job worker (sum across instances).
@@ -224,26 +224,26 @@ class MetricSources:
         self._jobs_running = gauge(
             "loopwise_worker_jobs_running", "Jobs this process's worker is running."
         )
-        self._job_counters = {
-            what: Counter(f"loopwise_worker_jobs_{what}", doc, registry=r)
-            for what, doc in (
-                ("completed", "Jobs this process completed."),
-                ("retried", "Attempts that failed and were scheduled again."),
-                ("dead", "Jobs that ran out of attempts."),
-            )
-        }
+        self._job_counters = counters(
+            "loopwise_worker_jobs_",
+            {
+                "completed": "Jobs this process completed.",
+                "retried": "Attempts that failed and were scheduled again.",
+                "dead": "Jobs that ran out of attempts.",
+            },
+        )
         self._sessions_entries = gauge("loopwise_session_cache_entries", "Sessions in memory.")
         self._sessions_listening = gauge(
             "loopwise_session_cache_listening", "1 while changes are heard (cache in use)."
         )
-        self._session_counters = {
-            what: Counter(f"loopwise_session_cache_{what}", doc, registry=r)
-            for what, doc in (
-                ("hits", "Requests authenticated from memory."),
-                ("misses", "Requests authenticated by a query."),
-                ("invalidations", "Changes announced by PostgreSQL and applied."),
-            )
-        }
+        self._session_counters = counters(
+            "loopwise_session_cache_",
+            {
+                "hits": "Requests authenticated from memory.",
+                "misses": "Requests authenticated by a query.",
+                "invalidations": "Changes announced by PostgreSQL and applied.",
+            },
+        )
         self._sources: dict[str, list[StatsSource]] = {family: [] for family in FAMILIES}
         # Counters only go up: the refresh adds what a snapshot gained since the last one.
         self._seen: dict[tuple[str, str], float] = {}

@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-11-25
 
 Each ``serve`` process keeps the sessions it has seen in memory
-(``service/accounts/session_cache.py``). Triggers, not application code, send the
+(``service/identity/session_cache.py``). Triggers, not application code, send the
 announcements, so a change made by any path — our endpoints, an operator's SQL, a
 cascade from deleting a user — reaches every process. ``pg_notify`` inside a trigger
 is delivered only if and when its transaction commits, so a rolled-back change

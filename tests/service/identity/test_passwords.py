@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from loopwise.patterns import ResourceClosed
-from loopwise.service.accounts.passwords import Passwords
 from loopwise.service.exceptions import Unavailable
+from loopwise.service.identity.passwords import Passwords
 from loopwise.service.priority import ThreadPriority
 from loopwise.service.settings import Settings
 

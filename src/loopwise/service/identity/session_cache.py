@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from loopwise.patterns.lifecycle import AsyncResource
-from loopwise.service.accounts.sessions import Caller, hash_token, load_caller
+from loopwise.service.identity.sessions import Caller, hash_token, load_caller
 from loopwise.service.listener import PgListener
 
 __all__ = ["CHANNEL", "SessionCache", "SessionCacheStats"]

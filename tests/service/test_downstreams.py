@@ -24,9 +24,9 @@ from loopwise.patterns import (
     PatternError,
     fail_after,
 )
-from loopwise.service.accounts.downstreams import Downstreams, LoyaltyPoints
 from loopwise.service.app import create_app
 from loopwise.service.deps import Downstreams_
+from loopwise.service.downstreams import Downstreams, LoyaltyPoints
 from loopwise.service.settings import InvalidSettings, Settings, load_settings
 from loopwise_bench.sim import SimConfig, SimState, create_sim_app
 from tests.servers import closed_port, serve_asgi
