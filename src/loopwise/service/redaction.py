@@ -42,11 +42,14 @@ class Redactor:
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if _SECRET_KEY.search(key) and value not in (None, ""):
-                event[key] = REDACTED
-            else:
-                event[key] = self._scrub(value)
+            event[key] = self.scrub(key, value)
         return event
+
+    def scrub(self, key: str, value: Any) -> Any:
+        """The value of field ``key`` as it may be logged."""
+        if _SECRET_KEY.search(key) and value not in (None, ""):
+            return REDACTED
+        return self._scrub(value)
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
