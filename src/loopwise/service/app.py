@@ -8,6 +8,7 @@ order on shutdown.
 from __future__ import annotations
 
 import gc
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
             metrics.track("db_pool", db)
             metrics.track("jobs_queue", QueueDepth(db))
             revision = await blocking.run(expected_revision)
+            await blocking.run(_import_request_path_modules)
             # Build the OpenAPI schema now: it reads source files, which has no place on
             # the loop, and /openapi.json and the 405 handler then serve the cached copy.
             await blocking.run(app.openapi)
@@ -185,6 +187,19 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)  # outermost: the gate's own 503 carries them too
     return app
+
+
+def _import_request_path_modules() -> None:
+    """Import now, off the loop, what serving a request would otherwise import on it.
+
+    anyio loads its asyncio backend the first time it is asked for it: FastAPI's ``yield``
+    dependencies (the overview's deadline) and httpx ask, so the first overview after
+    start imported ~15 modules on the loop, a 107 ms ``event_loop_stalled``. The backend
+    is a private module, imported by the name anyio itself uses
+    (``anyio._core._eventloop.get_async_backend``); if anyio renames it, start-up fails
+    here, and ``tests/service/test_app.py`` checks that no request imports anything.
+    """
+    importlib.import_module("anyio._backends._asyncio")
 
 
 def _freeze_startup_objects(stack: AsyncExitStack) -> None:
