@@ -22,6 +22,7 @@ from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.accounts.session_cache import SessionCache
 from loopwise.service.db import Database
+from loopwise.service.deps import BEARER_SCHEME, authenticates
 from loopwise.service.drain import Drain
 from loopwise.service.http import health
 from loopwise.service.http.admission import EXEMPT_PATHS, Admission, AdmissionControl
@@ -160,7 +161,7 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
     )
     install_problem_handlers(app)
     install_api_docs(app)
-    document_api(app, shed_exempt=EXEMPT_PATHS)
+    document_api(app, shed_exempt=EXEMPT_PATHS, scheme=BEARER_SCHEME, requires_scheme=authenticates)
     _add_routes(app, *account_routers, health.router)
     if settings.metrics_enabled:
         _add_routes(app, metrics_router(metrics))
