@@ -116,8 +116,12 @@ async def _targets(dsn: str, data_dir: Path) -> AsyncIterator[list[_Target]]:
         database_url=dsn, data_dir=data_dir, jobs_in_process=False, _env_file=None
     )
     async with AsyncExitStack() as stack:
-        baseline = await stack.enter_async_context(LifespanManager(hello.create_app()))
-        service = await stack.enter_async_context(LifespanManager(create_app(settings)))
+        baseline = await stack.enter_async_context(
+            LifespanManager(hello.create_app(), startup_timeout=60)
+        )
+        service = await stack.enter_async_context(
+            LifespanManager(create_app(settings), startup_timeout=60)
+        )
         conn = await asyncpg.connect(dsn)
         try:
             user_id = await conn.fetchval(
