@@ -22,7 +22,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 
 from loopwise.service.accounts.routes import routers as account_routers
-from loopwise.service.app import _add_routes
+from loopwise.service.app import _add_routes, create_app
+from loopwise.service.settings import Settings
 
 
 def _router() -> APIRouter:
@@ -91,3 +92,12 @@ async def test_no_request_imports_a_module_after_start_up(
     imported = json.loads(await asyncio.to_thread(out.read_text))
     assert len(imported) >= 25  # every request ran
     assert {request: new for request, new in imported.items() if new} == {}
+
+
+def test_documentation_routes_are_matched_last(settings: Settings) -> None:
+    """The API's routes are matched first; the documentation's follow, and overlap none."""
+    paths = [route.path for route in create_app(settings).router.routes]  # type: ignore[attr-defined]
+    documentation = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
+    assert paths[-5:-1] == documentation
+    assert paths[0] == "/register"
+    assert not set(documentation) & set(paths[:-5])
