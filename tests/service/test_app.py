@@ -4,9 +4,17 @@
 ``include_router`` (measured: a third of the CPU of ``GET /users/{id}`` went to matching
 through include_router's branches in FastAPI 0.165). These tests fail loudly when FastAPI
 changes what that relies on.
+
+Everything the request path needs is imported during start-up, off the loop: a first
+request that imports a module stalls the loop for the import's duration.
 """
 
 from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +22,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 
 from loopwise.service.accounts.routes import routers as account_routers
-from loopwise.service.app import _add_routes
+from loopwise.service.app import _add_routes, create_app
+from loopwise.service.settings import Settings
 
 
 def _router() -> APIRouter:
@@ -60,3 +69,35 @@ def test_routers_with_a_prefix_are_refused() -> None:
     """A prefix or router-level dependency would be lost by flattening, so it is refused."""
     with pytest.raises(ValueError, match="without a prefix"):
         _add_routes(FastAPI(), APIRouter(prefix="/v1"))
+
+
+async def test_no_request_imports_a_module_after_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    """After start-up, serving each kind of request (2xx and errors) imports nothing new."""
+    out = tmp_path / "imported.json"
+    # A fresh interpreter: modules other tests imported would hide a lazy import here.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.service.first_requests",
+        database_url,
+        str(tmp_path),
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    imported = json.loads(await asyncio.to_thread(out.read_text))
+    assert len(imported) >= 25  # every request ran
+    assert {request: new for request, new in imported.items() if new} == {}
+
+
+def test_documentation_routes_are_matched_last(settings: Settings) -> None:
+    """The API's routes are matched first; the documentation's follow, and overlap none."""
+    paths = [route.path for route in create_app(settings).router.routes]  # type: ignore[attr-defined]
+    documentation = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
+    assert paths[-5:-1] == documentation
+    assert paths[0] == "/register"
+    assert not set(documentation) & set(paths[:-5])

@@ -17,7 +17,7 @@ import typer
 from loopwise.cli.startup import fail, validated_settings
 from loopwise.service.logs import configure_logging, get_logger
 
-__all__ = ["app", "bench", "downstream_sim", "lifecycle", "main"]
+__all__ = ["app", "bench", "downstream_sim", "lifecycle", "main", "request_cost"]
 
 _log = get_logger("loopwise_bench.cli")
 
@@ -176,6 +176,47 @@ def lifecycle(
     typer.echo(f"  unknown address: {TimingComparison.summary(timing.unknown)}")
 
 
+def request_cost(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+    ] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per round and target.")] = 2000,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Alternating rounds; the median is shown.")
+    ] = 7,
+    profile: Annotated[
+        Path | None, typer.Option(help="Also write each target's cProfile statistics here.")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Only the targets whose name contains this.")
+    ] = None,
+) -> None:
+    """The event loop's CPU per request, in process: FastAPI hello vs the hottest reads."""
+    import asyncio
+
+    import uvloop
+
+    from loopwise_bench.database import bench_database
+    from loopwise_bench.request_cost import log_to_nowhere, measure_request_cost, report
+
+    log_to_nowhere()
+    settings = validated_settings()
+    configure_logging("json", "info")  # as in production: JSON lines, access log on
+    # granian's workers run uvloop (service/serving.py): measure on the same loop.
+    with (
+        bench_database(database_url, settings.data_dir) as dsn,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        costs = runner.run(
+            measure_request_cost(
+                dsn, settings.data_dir, requests=requests, rounds=rounds, profile=profile, only=only
+            )
+        )
+    for line in report(costs):
+        typer.echo(line)
+
+
 app = typer.Typer(
     name="loopwise-bench",
     help="The benchmark lab: load against loopwise and its baselines, and a fake downstream.",
@@ -186,6 +227,7 @@ app = typer.Typer(
 app.command("run")(bench)
 app.command("downstream-sim")(downstream_sim)
 app.command("lifecycle")(lifecycle)
+app.command("request-cost")(request_cost)
 
 
 def main() -> None:

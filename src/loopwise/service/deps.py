@@ -14,6 +14,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPBearer
 
 from loopwise.service.db import Database
@@ -26,6 +27,7 @@ from loopwise.service.settings import Settings
 from loopwise.service.state import lifespan_state
 
 __all__ = [
+    "BEARER_SCHEME",
     "ClientAddress",
     "CurrentUser",
     "Db",
@@ -36,6 +38,7 @@ __all__ = [
     "Settings_",
     "Timezones",
     "VerifiedUser",
+    "authenticates",
 ]
 
 
@@ -71,32 +74,36 @@ async def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-class _SessionBearer(HTTPBearer):
+# The scheme as /openapi.json (and /docs' Authorize button) describes it; ``authenticates``
+# says which routes require it. Documentation only: see ``_current_user``.
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False, scheme_name="BearerAuth", description="The token `POST /login` returned."
+)
+
+
+async def _current_user(request: Request) -> Caller:
     """The caller behind ``Authorization: Bearer <token>``: from memory, or one query.
 
-    A subclass of FastAPI's ``HTTPBearer`` so the OpenAPI schema (and /docs' Authorize
-    button) describes the scheme, while the lookup stays a single dependency: the
-    hottest routes pay for one header parse and a session-cache lookup (one fused
-    session+user query on a miss), nothing else.
+    A plain function, not the ``HTTPBearer`` instance above: FastAPI works out the OAuth
+    scopes of a security-scheme dependency on every request (none here), and that was
+    ~15% of the loop's CPU for ``GET /users/{id}`` (``loopwise-bench request-cost``,
+    docs/benchmark/request-cost.md). The OpenAPI document gets the scheme from
+    :func:`authenticates` instead, so it reads as before.
     """
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("A bearer token is required.")
+    state = lifespan_state(request)
+    caller = await state["sessions"].find_caller(state["db"].pool, token.strip())
+    if caller is None:
+        raise Unauthenticated("The token is invalid, expired or revoked.")
+    return caller
 
-    def __init__(self) -> None:
-        super().__init__(
-            auto_error=False,
-            scheme_name="BearerAuth",
-            description="The token `POST /login` returned.",
-        )
 
-    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]  # returns the caller, not the credentials
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("A bearer token is required.")
-        state = lifespan_state(request)
-        caller = await state["sessions"].find_caller(state["db"].pool, token.strip())
-        if caller is None:
-            raise Unauthenticated("The token is invalid, expired or revoked.")
-        return caller
+def authenticates(dependant: Dependant) -> bool:
+    """Whether ``dependant`` (a route's, with its sub-dependencies) requires a bearer token."""
+    return any(sub.call is _current_user or authenticates(sub) for sub in dependant.dependencies)
 
 
 Db = Annotated[Database, Depends(_db)]
@@ -105,7 +112,7 @@ Settings_ = Annotated[Settings, Depends(_settings)]
 Hasher = Annotated[Passwords, Depends(_passwords)]
 Timezones = Annotated[frozenset[str], Depends(_timezones)]
 ClientAddress = Annotated[str, Depends(_client_address)]
-CurrentUser = Annotated[Caller, Depends(_SessionBearer())]
+CurrentUser = Annotated[Caller, Depends(_current_user)]
 Sessions = Annotated[SessionCache, Depends(_sessions)]  # sessions.forget_session(hash) ...
 Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]
 

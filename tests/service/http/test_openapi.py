@@ -254,6 +254,19 @@ def test_public_operations_say_so(spec: dict[str, Any]) -> None:
     assert spec["info"]["license"]["identifier"] == "MIT"
 
 
+def test_private_operations_name_the_bearer_scheme(spec: dict[str, Any]) -> None:
+    """The rest require the bearer token, described as FastAPI's HTTPBearer describes it."""
+    for name, operation in _operations(spec):
+        assert operation["security"] in ([], [{"BearerAuth": []}]), name
+    assert spec["components"]["securitySchemes"] == {
+        "BearerAuth": {
+            "type": "http",
+            "description": "The token `POST /login` returned.",
+            "scheme": "bearer",
+        }
+    }
+
+
 def test_problem_schema_matches_the_wire(spec: dict[str, Any]) -> None:
     """Keys the server may omit are optional and never null; no default anywhere."""
     problem = spec["components"]["schemas"]["Problem"]

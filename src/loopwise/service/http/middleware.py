@@ -16,11 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopwise.service.http.problems import MEDIA_TYPE, problem_body
-from loopwise.service.logs import get_logger
+from loopwise.service.logs import log_request
 
 __all__ = ["BodySizeLimit", "RequestLog"]
 
-_log = get_logger("loopwise.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -67,13 +66,7 @@ class RequestLog:
                 elapsed = time.perf_counter() - started
                 if self._observe is not None:
                     self._observe(scope, status, elapsed)
-                _log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                log_request(scope["method"], scope["path"], status, round(elapsed * 1000, 2))
 
 
 class BodySizeLimit:

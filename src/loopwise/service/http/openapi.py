@@ -16,7 +16,10 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 
 from loopwise.service.http.problems import MEDIA_TYPE
 from loopwise.service.http.responses import (
@@ -107,22 +110,75 @@ def _name_operations(app: FastAPI) -> None:
                 route.operation_id = route.operation_id or route.name
 
 
-def document_api(app: FastAPI, *, shed_exempt: Collection[str]) -> None:
+def document_api(
+    app: FastAPI,
+    *,
+    shed_exempt: Collection[str],
+    scheme: SecurityBase,
+    requires_scheme: Callable[[Dependant], bool],
+) -> None:
     """Complete ``app``'s OpenAPI schema (see the module's docstring); built once, cached.
 
     Args:
         app: the application, its routes already added or added later.
         shed_exempt: paths admission control never sheds (the probes): no generic 503.
+        scheme: the security scheme of the routes ``requires_scheme`` names, documented
+            as FastAPI documents a scheme used as a dependency; the routes' own
+            dependency is a cheaper plain function (``service/deps.py``).
+        requires_scheme: whether a route's dependant requires ``scheme``.
     """
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             _name_operations(app)
-            app.openapi_schema = _complete(build(), frozenset(shed_exempt))
+            schema = build()
+            _document_scheme(app, schema, scheme, requires_scheme)
+            app.openapi_schema = _complete(schema, frozenset(shed_exempt))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _document_scheme(
+    app: FastAPI,
+    schema: dict[str, Any],
+    scheme: SecurityBase,
+    requires_scheme: Callable[[Dependant], bool],
+) -> None:
+    """Add ``scheme`` where FastAPI would have put it, had it been the dependency itself.
+
+    The same keys in the same places (``security`` after ``operationId``, the scheme
+    after the component schemas), so the document is the one FastAPI wrote for it.
+    """
+    requirement: list[dict[str, list[str]]] = [{scheme.scheme_name: []}]
+    used = False
+    for route in app.routes:
+        if not (
+            isinstance(route, APIRoute)
+            and route.include_in_schema
+            and requires_scheme(route.dependant)
+        ):
+            continue
+        for method in route.methods or ():
+            path = schema["paths"][route.path_format]
+            path[method.lower()] = _insert_after(
+                path[method.lower()], "operationId", "security", requirement
+            )
+            used = True
+    if used:
+        model = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+        schema["components"] = _insert_after(
+            schema.get("components", {}), "schemas", "securitySchemes", {scheme.scheme_name: model}
+        )
+
+
+def _insert_after(mapping: dict[str, Any], after: str, key: str, value: Any) -> dict[str, Any]:
+    """``mapping`` with ``key`` set just after ``after`` (or first, if absent)."""
+    items = list(mapping.items())
+    at = next((n + 1 for n, (name, _) in enumerate(items) if name == after), 0)
+    items.insert(at, (key, value))
+    return dict(items)
 
 
 def _complete(schema: dict[str, Any], shed_exempt: frozenset[str]) -> dict[str, Any]:
