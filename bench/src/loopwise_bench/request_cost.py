@@ -32,10 +32,10 @@ from typing import Any
 
 import asyncpg
 from asgi_lifespan import LifespanManager
-from loopwise.service.identity.sessions import open_session
 from starlette.types import ASGIApp, Message
 
 from loopwise.service.app import create_app
+from loopwise.service.identity.sessions import open_session
 from loopwise.service.logs import configure_logging
 from loopwise.service.settings import load_settings
 from loopwise_bench.apps import hello
