@@ -23,7 +23,25 @@ from loopwise_bench.soak import SoakResult, run_soak
 from loopwise_bench.storm import StormResult, run_storm
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
-__all__ = ["run_server"]
+__all__ = ["log_in", "run_server", "server_env"]
+
+
+def server_env(
+    run: Run, name: str, env: dict[str, str], *, label: str | None = None
+) -> dict[str, str]:
+    """``env`` for server ``name``: its sidecars filled in, and loopwise's metrics directory.
+
+    ``label`` names the directory when two instances of one server run at once.
+    """
+    server = SERVERS[name]
+    env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
+    if server.is_loopwise:
+        # As `loopwise serve` does with several workers: /metrics sums every worker's.
+        metrics_dir = run.logs / f"metrics-{label or name}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    return env
 
 
 def run_server(
@@ -38,13 +56,7 @@ def run_server(
     server = SERVERS[name]
     mine = [s for s in wanted if s.server == name]
     run.progress(f"starting {server.title} ({run.config.workers} worker(s))")
-    env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
-    if server.is_loopwise:
-        # As `loopwise serve` does with several workers: /metrics sums every worker's.
-        metrics_dir = run.logs / f"metrics-{name}"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    env = server_env(run, name, env)
     with ServerProcess(
         name, server.factory, workers=run.config.workers, log_dir=run.logs, env=env
     ) as process:
@@ -52,11 +64,7 @@ def run_server(
         tokens = all(i.token for i in run.context.identities)
         if server.is_loopwise and run.context.identities and not tokens:
             run.progress(f"logging in {len(run.context.identities)} users")
-            run.context = PlanContext(
-                identities=_login(process.url, list(run.context.identities)),
-                password=BENCH_PASSWORD,
-                email_of=user_email,
-            )
+            run.context = log_in(process.url, run.context)
         for scenario in mine:
             identities = run.context.identities
             if scenario.needs_tokens and not all(i.token for i in identities):
@@ -78,15 +86,16 @@ def run_server(
     report.shutdown[name] = {"seconds": process.stop_seconds, "exit_code": process.exit_code}
 
 
-def _login(base_url: str, identities: list[Identity]) -> list[Identity]:
+def log_in(base_url: str, context: PlanContext) -> PlanContext:
+    """``context`` with a session token for each of its users, from loopwise at ``base_url``."""
     out = []
     with httpx.Client(base_url=base_url, timeout=30.0) as client:
-        for identity in identities:
+        for identity in context.identities:
             body = {"email": user_email(identity.user_id), "password": BENCH_PASSWORD}
             response = client.post("/login", json=body)
             response.raise_for_status()
             out.append(Identity(identity.user_id, response.json()["access_token"]))
-    return out
+    return PlanContext(identities=out, password=BENCH_PASSWORD, email_of=user_email)
 
 
 def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:

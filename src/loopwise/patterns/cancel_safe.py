@@ -72,11 +72,11 @@ class _ReapingPool(httpcore.AsyncConnectionPool):
             elif free:
                 idle += 1
         for request in [r for r in self._requests if r.is_queued()]:
-            connection = self._connection_for(request.request.url.origin, held, closing)
-            if connection is None:
+            chosen = self._connection_for(request.request.url.origin, held, closing)
+            if chosen is None:
                 continue  # the pool is full of busy connections: it waits for the next pass
-            request.assign_to_connection(connection)
-            held.add(id(connection))
+            request.assign_to_connection(chosen)
+            held.add(id(chosen))
         return closing
 
     def _connection_for(
