@@ -93,6 +93,14 @@ def markdown(report: BenchReport) -> str:
         *_scenario_rows(report.scenarios, concurrencies),
         "",
     ]
+    if report.slowest_branch is not None:
+        lat = report.slowest_branch.latency_us
+        lines += [
+            "The one-downstream overview's slowest branch alone (`GET /loyalty/1` on the 50 ms "
+            f"simulator, {report.slowest_branch.rate:,.0f}/s, same run): p50 {_ms(lat.get('p50'))} "
+            f"ms, p99 {_ms(lat.get('p99'))} ms.",
+            "",
+        ]
     ratios = comparisons(report)
     if ratios:
         lines += ["## Ratios (same run)", "", "| comparison | throughput | p50 | p99 | target |"]

@@ -46,6 +46,8 @@ class BenchReport:
     fanout: list[FanoutResult] = field(default_factory=list)
     storm: StormResult | None = None
     soak: SoakResult | None = None
+    # The one-downstream overview's slowest branch alone (the 50 ms simulator), same rate.
+    slowest_branch: PacedResult | None = None
     watchdog: PairedResult | None = None  # GET /users/{id} throughput, watchdog on / off
     jobs: list[JobsResult] = field(default_factory=list)
     memory: dict[str, list[Sample]] = field(default_factory=dict)

@@ -13,6 +13,8 @@ import time
 
 import httpx
 
+from loopwise_bench.generators import run_paced
+from loopwise_bench.loadgen import PacedResult, Request, RequestPlan
 from loopwise_bench.memory import MemorySampler
 from loopwise_bench.overload import OverloadResult, run_overload
 from loopwise_bench.results import BenchReport, ScenarioResult
@@ -24,6 +26,8 @@ from loopwise_bench.storm import StormResult, run_storm
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["log_in", "run_server", "server_env"]
+
+_ONE_BRANCH = "overview_one_downstream"  # its one downstream is the 50 ms simulator
 
 
 def server_env(
@@ -76,6 +80,8 @@ def run_server(
                 continue
             run.progress(f"{scenario.title}")
             report.scenarios[scenario.name] = run.measure(scenario, process)
+            if scenario.name == _ONE_BRANCH and run.sidecars is not None:
+                report.slowest_branch = measure_branch(run, scenario, run.sidecars.values["sim50"])
             if run.config.overload_on == scenario.name:
                 report.overload = measure_overload(run, scenario, process)
         if name == "loopwise" and run.config.wants("storm") and run.context.identities:
@@ -96,6 +102,28 @@ def log_in(base_url: str, context: PlanContext) -> PlanContext:
             response.raise_for_status()
             out.append(Identity(identity.user_id, response.json()["access_token"]))
     return PlanContext(identities=out, password=BENCH_PASSWORD, email_of=user_email)
+
+
+def measure_branch(run: Run, scenario: Scenario, sim_url: str) -> PacedResult:
+    """The overview's slowest branch alone: the 50 ms simulator at the overview's rate.
+
+    What a client sees of it (the simulator's own server, loopback, timer rounding), in the
+    same run: the floor the overview's p50 is compared with.
+    """
+    c = run.config
+    rate = min(c.rate, scenario.rate or c.rate)
+    connections = scenario.paced_connections or c.paced_connections
+    run.progress(f"  its slowest branch alone: GET /loyalty/1 on the 50 ms simulator at {rate:g}/s")
+    branch = run_paced(
+        run.generator,
+        sim_url,
+        RequestPlan([Request("GET", "/loyalty/1")]),
+        rate=rate,
+        connections=connections,
+        seconds=c.paced_seconds,
+    )
+    run.progress(f"    p50 {branch.latency_us.get('p50', 0) / 1000:,.2f} ms")
+    return branch
 
 
 def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:

@@ -78,10 +78,14 @@ def targets(report: BenchReport) -> list[TargetRow]:
             "x",
         )
     p50 = _paced(s("overview_one_downstream"), "p50")
+    branch = report.slowest_branch
     if p50 is not None:
+        # The branch as a client sees it when this run measured it, else its nominal 50 ms.
+        alone = branch.latency_us.get("p50") if branch is not None else None
         add(
-            "overview p50 / slowest branch (one 50 ms downstream)",
-            p50 / _SLOW_BRANCH_MS,
+            "overview p50 / slowest branch (one 50 ms downstream"
+            + (", measured alone)" if alone else ", nominal)"),
+            p50 / (alone / 1000 if alone else _SLOW_BRANCH_MS),
             "<= 1.15x",
             lambda v: v <= 1.15,
             "x",
