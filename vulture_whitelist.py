@@ -58,6 +58,7 @@ _.expired  # Deadline.expired
 _.balance  # RetryBudgetStats
 _.stalled  # LagStats
 _.__class__  # cancel_safe: swaps httpcore's pool class on purpose
+_._assign_requests_to_connections  # cancel_safe: httpcore's pool calls its override
 
 # accounts.operators.UserState: `loopwise users show` prints every field (dataclasses.fields).
 _.email_verified_at

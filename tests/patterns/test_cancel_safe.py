@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -81,3 +82,33 @@ async def test_a_call_cancelled_again_during_its_clean_up_gives_back_its_slot(
         response = await client.get("/loyalty/2")
         assert _busy(transport) == []
     assert response.status_code == 200
+
+
+async def test_requests_queued_together_get_one_idle_connection_each(
+    sim: tuple[str, SimState],
+) -> None:
+    """Ten requests arriving together on ten idle connections each get their own, first time."""
+    url, _ = sim
+    client, transport = _client(url, max_connections=10)
+    async with client:
+        async with asyncio.TaskGroup() as group:  # opens the ten connections
+            for n in range(1, 11):
+                group.create_task(client.get(f"/loyalty/{n}"))
+        pool: Any = transport._pool  # the private pass the deviation overrides
+        passes = 0
+        assign = pool._assign_requests_to_connections
+
+        def counted() -> list[Any]:
+            nonlocal passes
+            passes += 1
+            closing: list[Any] = assign()
+            return closing
+
+        pool._assign_requests_to_connections = counted
+        async with asyncio.TaskGroup() as group:
+            calls = [group.create_task(client.get(f"/loyalty/{n}")) for n in range(1, 11)]
+        opened = len(transport.connections)
+    assert [call.result().status_code for call in calls] == [200] * 10
+    # One pass when each request comes, one when it goes: none turned away and sent round
+    # again because an earlier request in the same pass was handed the same connection.
+    assert (passes, opened) == (20, 10)

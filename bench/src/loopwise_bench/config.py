@@ -30,6 +30,9 @@ class BenchConfig:
     soak_seconds: float = 600.0
     overload_concurrencies: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     overload_on: str | None = "user_by_id"
+    # Watchdog on vs off: two servers, alternating closed-loop rounds (loopwise_bench.paired).
+    watchdog_rounds: int = 5
+    watchdog_connections: int = 64
     fanout_urls: int = 1000
     fanout_delay_ms: int = 20
     fanout_limit: int = 10
@@ -66,6 +69,8 @@ class BenchConfig:
             soak_seconds=4.0,
             overload_concurrencies=(256,),
             fanout_urls=100,
+            watchdog_rounds=2,
+            watchdog_connections=32,
             users=1000,
             logged_in_users=8,
             jobs=100,

@@ -93,6 +93,14 @@ def markdown(report: BenchReport) -> str:
         *_scenario_rows(report.scenarios, concurrencies),
         "",
     ]
+    if report.slowest_branch is not None:
+        lat = report.slowest_branch.latency_us
+        lines += [
+            "The one-downstream overview's slowest branch alone (`GET /loyalty/1` on the 50 ms "
+            f"simulator, {report.slowest_branch.rate:,.0f}/s, same run): p50 {_ms(lat.get('p50'))} "
+            f"ms, p99 {_ms(lat.get('p99'))} ms.",
+            "",
+        ]
     ratios = comparisons(report)
     if ratios:
         lines += ["## Ratios (same run)", "", "| comparison | throughput | p50 | p99 | target |"]
@@ -107,6 +115,8 @@ def markdown(report: BenchReport) -> str:
         lines.append("")
     if report.overload:
         lines += _overload_rows(report)
+    if report.watchdog:
+        lines += _paired_rows(report)
     if report.storm:
         lines += _storm_rows(report)
     if report.soak:
@@ -198,6 +208,26 @@ def _target_rows(report: BenchReport) -> list[str]:
     return [*lines, ""]
 
 
+def _paired_rows(report: BenchReport) -> list[str]:
+    w = report.watchdog
+    assert w is not None
+    lines = [
+        "## Watchdog on vs off: paired rounds",
+        "",
+        f"Two identical servers but for `LOOPWISE_WATCHDOG_ENABLED`, both running; each round "
+        f"a closed loop of GET /users/{{id}} at c={w.connections} against one then the other, "
+        f"the order swapped every round. Median on / off: **{w.median}x** "
+        f"(range {w.low} to {w.high}).",
+        "",
+        "| round | first | on req/s | off req/s | on / off |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for n, ((on, off), ratio) in enumerate(zip(w.rounds, w.ratios, strict=False), start=1):
+        first = w.label_a if n % 2 else w.label_b
+        lines.append(f"| {n} | {first} | {on.rps:,.0f} | {off.rps:,.0f} | {ratio} |")
+    return [*lines, ""]
+
+
 def _storm_rows(report: BenchReport) -> list[str]:
     st = report.storm
     assert st is not None
@@ -264,6 +294,9 @@ def write_report(report: BenchReport, out_dir: Path) -> list[Path]:
             point["error_rate"] = closed.error_rate
         if result.paced is not None:
             data["scenarios"][name]["paced"]["achieved_rps"] = round(result.paced.achieved_rps, 1)
+    if report.watchdog is not None:
+        w = report.watchdog
+        data["watchdog"] |= {"ratios": w.ratios, "median": w.median, "low": w.low, "high": w.high}
     data["comparisons"] = comparisons(report)
     data["targets"] = [dataclasses.asdict(t) for t in targets(report)]
     json_path = out_dir / "report.json"

@@ -13,6 +13,7 @@ from loopwise_bench.jobs import JobsResult
 from loopwise_bench.loadgen import ClosedResult, PacedResult
 from loopwise_bench.memory import Sample
 from loopwise_bench.overload import OverloadResult
+from loopwise_bench.paired import PairedResult
 from loopwise_bench.seed import SeedCounts
 from loopwise_bench.soak import SoakResult
 from loopwise_bench.storm import StormResult
@@ -45,6 +46,9 @@ class BenchReport:
     fanout: list[FanoutResult] = field(default_factory=list)
     storm: StormResult | None = None
     soak: SoakResult | None = None
+    # The one-downstream overview's slowest branch alone (the 50 ms simulator), same rate.
+    slowest_branch: PacedResult | None = None
+    watchdog: PairedResult | None = None  # GET /users/{id} throughput, watchdog on / off
     jobs: list[JobsResult] = field(default_factory=list)
     memory: dict[str, list[Sample]] = field(default_factory=dict)
     shutdown: dict[str, dict[str, float | int | None]] = field(default_factory=dict)

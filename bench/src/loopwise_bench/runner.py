@@ -21,20 +21,24 @@ from typing import Any
 from loopwise_bench.config import BenchConfig
 from loopwise_bench.database import bench_database
 from loopwise_bench.fanout import run_fanout
-from loopwise_bench.generators import find_load_generator
+from loopwise_bench.generators import find_load_generator, run_closed
 from loopwise_bench.jobs import run_jobs
 from loopwise_bench.machine import machine_facts
 from loopwise_bench.memory import MemorySampler
+from loopwise_bench.paired import PairedResult, run_paired
 from loopwise_bench.results import BenchReport
 from loopwise_bench.scenarios import SCENARIOS, SERVERS, Identity, PlanContext
 from loopwise_bench.seed import seed, user_email
-from loopwise_bench.server_run import run_server
+from loopwise_bench.server_run import log_in, run_server, server_env
 from loopwise_bench.servers import ServerProcess
 from loopwise_bench.sidecars import Sidecars, referenced
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
 __all__ = ["run_bench"]
 
+_WATCHDOG_OFF = (
+    "loopwise_no_watchdog"  # the paired study's "off" side; "on" is it plus the watchdog
+)
 # Enough descriptors for 4,096 client sockets in the load generator plus as many in the server.
 _WANTED_FILES = 16_384
 _ORDER = (
@@ -42,7 +46,6 @@ _ORDER = (
     "fastapi",
     "floor",
     "loopwise",
-    "loopwise_no_watchdog",
     "loopwise_one_downstream",
     "loopwise_slow_smtp",
     "naive",
@@ -87,7 +90,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
     wanted = [s for s in SCENARIOS.values() if config.wants(s.name)]
     servers = [name for name in _ORDER if any(s.server == name for s in wanted)]
     needs_jobs = config.wants("jobs")
-    needs_db = needs_jobs or any(SERVERS[name].needs_database for name in servers)
+    needs_db = needs_jobs or config.wants("watchdog")
+    needs_db = needs_db or any(SERVERS[name].needs_database for name in servers)
     report = BenchReport(
         config={k: str(v) if isinstance(v, Path) else v for k, v in _config_dict(config).items()},
         machine={},
@@ -127,6 +131,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
             )
         for name in servers:
             run_server(run, report, memory, name, dsn, env, wanted)
+        if config.wants("watchdog") and dsn is not None:
+            report.watchdog = measure_watchdog(run, env)
         if config.wants("fanout"):
             measure_fanout(run, report)
         if config.wants("jobs") and dsn is not None and sidecars is not None:
@@ -146,6 +152,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None]) -> BenchRepo
 
 
 def _sidecars_for(servers: list[str], config: BenchConfig) -> set[str]:
+    if config.wants("watchdog"):
+        servers = [*servers, _WATCHDOG_OFF]
     wanted = referenced(SERVERS[name].env for name in servers)
     return wanted | ({"smtp_fast"} if config.wants("jobs") else set())
 
@@ -169,6 +177,56 @@ def _server_env(dsn: str | None) -> dict[str, str]:
 
 def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def measure_watchdog(run: Run, env: dict[str, str]) -> PairedResult:
+    """GET /users/{id} throughput with the watchdog on over off, in alternating rounds.
+
+    Two servers identical but for ``LOOPWISE_WATCHDOG_ENABLED``, both running throughout;
+    only the one being measured gets load (see :mod:`loopwise_bench.paired`).
+    """
+    c = run.config
+    run.progress(
+        f"watchdog on vs off: {c.watchdog_rounds} alternating rounds of "
+        f"GET /users/{{id}} at c={c.watchdog_connections}, {c.seconds:g} s each"
+    )
+    factory = SERVERS[_WATCHDOG_OFF].factory
+    off_env = server_env(run, _WATCHDOG_OFF, env, label="watchdog-off")
+    on_env = server_env(run, _WATCHDOG_OFF, env, label="watchdog-on")
+    on_env["LOOPWISE_WATCHDOG_ENABLED"] = "true"
+    with (
+        ServerProcess(
+            "watchdog-on", factory, workers=c.workers, log_dir=run.logs, env=on_env
+        ) as on,
+        ServerProcess(
+            "watchdog-off", factory, workers=c.workers, log_dir=run.logs, env=off_env
+        ) as off,
+    ):
+        if not all(i.token for i in run.context.identities):
+            run.context = log_in(on.url, run.context)
+        plan = SCENARIOS["user_by_id"].plan(run.context)
+        if c.warmup_seconds:
+            for server in (on, off):
+                run_closed(
+                    run.generator, server.url, plan, connections=16, seconds=c.warmup_seconds
+                )
+        result = run_paired(
+            run.generator,
+            "on",
+            on.url,
+            "off",
+            off.url,
+            plan,
+            rounds=c.watchdog_rounds,
+            connections=c.watchdog_connections,
+            seconds=c.seconds,
+            threads=c.wrk_threads,
+        )
+    run.progress(
+        f"  on / off: median {result.median}, range {result.low} to {result.high} "
+        f"({', '.join(map(str, result.ratios))})"
+    )
+    return result
 
 
 def measure_fanout(run: Run, report: BenchReport) -> None:

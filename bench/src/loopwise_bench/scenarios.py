@@ -246,15 +246,6 @@ SCENARIOS: dict[str, Scenario] = {
             tags=_SERVICE,
         ),
         Scenario(
-            "user_by_id_no_watchdog",
-            "loopwise_no_watchdog",
-            "GET /users/{id}, watchdog off",
-            _user_by_id,
-            needs_tokens=True,
-            paced=False,
-            tags=_SERVICE,
-        ),
-        Scenario(
             "overview",
             "loopwise",
             "GET /users/me/overview (50 ms + 200 ms downstreams, 100 ms budget)",
@@ -374,7 +365,6 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("floor_user_by_id", "naive_user_by_id", "a pool vs a connection per request"),
     Comparison("user_by_id", "floor_user_by_id", "loopwise vs its floor", target=0.9),
     Comparison("user_by_id", "naive_user_by_id", "loopwise vs the naive version", target=15.0),
-    Comparison("user_by_id", "user_by_id_no_watchdog", "watchdog on vs off", target=0.98),
     Comparison("overview", "naive_overview", "loopwise overview vs the naive version"),
     Comparison("register_slow_smtp", "register", "register: SMTP 2 s vs 1 ms"),
     Comparison("naive_register_slow_smtp", "naive_register", "naive register: SMTP 2 s vs 1 ms"),

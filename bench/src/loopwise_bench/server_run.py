@@ -13,6 +13,8 @@ import time
 
 import httpx
 
+from loopwise_bench.generators import run_paced
+from loopwise_bench.loadgen import PacedResult, Request, RequestPlan
 from loopwise_bench.memory import MemorySampler
 from loopwise_bench.overload import OverloadResult, run_overload
 from loopwise_bench.results import BenchReport, ScenarioResult
@@ -23,7 +25,27 @@ from loopwise_bench.soak import SoakResult, run_soak
 from loopwise_bench.storm import StormResult, run_storm
 from loopwise_bench.sweep import BENCH_PASSWORD, Run
 
-__all__ = ["run_server"]
+__all__ = ["log_in", "run_server", "server_env"]
+
+_ONE_BRANCH = "overview_one_downstream"  # its one downstream is the 50 ms simulator
+
+
+def server_env(
+    run: Run, name: str, env: dict[str, str], *, label: str | None = None
+) -> dict[str, str]:
+    """``env`` for server ``name``: its sidecars filled in, and loopwise's metrics directory.
+
+    ``label`` names the directory when two instances of one server run at once.
+    """
+    server = SERVERS[name]
+    env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
+    if server.is_loopwise:
+        # As `loopwise serve` does with several workers: /metrics sums every worker's.
+        metrics_dir = run.logs / f"metrics-{label or name}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    return env
 
 
 def run_server(
@@ -38,13 +60,7 @@ def run_server(
     server = SERVERS[name]
     mine = [s for s in wanted if s.server == name]
     run.progress(f"starting {server.title} ({run.config.workers} worker(s))")
-    env = {**env, **(run.sidecars.fill(server.env) if run.sidecars else {})}
-    if server.is_loopwise:
-        # As `loopwise serve` does with several workers: /metrics sums every worker's.
-        metrics_dir = run.logs / f"metrics-{name}"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    env = server_env(run, name, env)
     with ServerProcess(
         name, server.factory, workers=run.config.workers, log_dir=run.logs, env=env
     ) as process:
@@ -52,11 +68,7 @@ def run_server(
         tokens = all(i.token for i in run.context.identities)
         if server.is_loopwise and run.context.identities and not tokens:
             run.progress(f"logging in {len(run.context.identities)} users")
-            run.context = PlanContext(
-                identities=_login(process.url, list(run.context.identities)),
-                password=BENCH_PASSWORD,
-                email_of=user_email,
-            )
+            run.context = log_in(process.url, run.context)
         for scenario in mine:
             identities = run.context.identities
             if scenario.needs_tokens and not all(i.token for i in identities):
@@ -68,6 +80,8 @@ def run_server(
                 continue
             run.progress(f"{scenario.title}")
             report.scenarios[scenario.name] = run.measure(scenario, process)
+            if scenario.name == _ONE_BRANCH and run.sidecars is not None:
+                report.slowest_branch = measure_branch(run, scenario, run.sidecars.values["sim50"])
             if run.config.overload_on == scenario.name:
                 report.overload = measure_overload(run, scenario, process)
         if name == "loopwise" and run.config.wants("storm") and run.context.identities:
@@ -78,15 +92,38 @@ def run_server(
     report.shutdown[name] = {"seconds": process.stop_seconds, "exit_code": process.exit_code}
 
 
-def _login(base_url: str, identities: list[Identity]) -> list[Identity]:
+def log_in(base_url: str, context: PlanContext) -> PlanContext:
+    """``context`` with a session token for each of its users, from loopwise at ``base_url``."""
     out = []
     with httpx.Client(base_url=base_url, timeout=30.0) as client:
-        for identity in identities:
+        for identity in context.identities:
             body = {"email": user_email(identity.user_id), "password": BENCH_PASSWORD}
             response = client.post("/login", json=body)
             response.raise_for_status()
             out.append(Identity(identity.user_id, response.json()["access_token"]))
-    return out
+    return PlanContext(identities=out, password=BENCH_PASSWORD, email_of=user_email)
+
+
+def measure_branch(run: Run, scenario: Scenario, sim_url: str) -> PacedResult:
+    """The overview's slowest branch alone: the 50 ms simulator at the overview's rate.
+
+    What a client sees of it (the simulator's own server, loopback, timer rounding), in the
+    same run: the floor the overview's p50 is compared with.
+    """
+    c = run.config
+    rate = min(c.rate, scenario.rate or c.rate)
+    connections = scenario.paced_connections or c.paced_connections
+    run.progress(f"  its slowest branch alone: GET /loyalty/1 on the 50 ms simulator at {rate:g}/s")
+    branch = run_paced(
+        run.generator,
+        sim_url,
+        RequestPlan([Request("GET", "/loyalty/1")]),
+        rate=rate,
+        connections=connections,
+        seconds=c.paced_seconds,
+    )
+    run.progress(f"    p50 {branch.latency_us.get('p50', 0) / 1000:,.2f} ms")
+    return branch
 
 
 def measure_overload(run: Run, scenario: Scenario, process: ServerProcess) -> OverloadResult:

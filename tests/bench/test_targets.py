@@ -1,0 +1,54 @@
+"""The targets table: each row computed from the report alone."""
+
+from __future__ import annotations
+
+from loopwise_bench.loadgen import PacedResult
+from loopwise_bench.results import BenchReport, ScenarioResult
+from loopwise_bench.targets import targets
+
+
+def _paced(p50_ms: float) -> PacedResult:
+    return PacedResult(
+        rate=50.0,
+        connections=16,
+        seconds=15.0,
+        requests=750,
+        errors={},
+        statuses={200: 750},
+        latency_us={"p50": p50_ms * 1000, "p99": p50_ms * 1200},
+    )
+
+
+def _report(branch: PacedResult | None) -> BenchReport:
+    overview = ScenarioResult("overview_one_downstream", "loopwise_one_downstream", "overview")
+    overview.paced = _paced(58.6)
+    return BenchReport(
+        config={},
+        machine={},
+        started_at=0.0,
+        scenarios={overview.name: overview},
+        slowest_branch=branch,
+    )
+
+
+def _overview_row(report: BenchReport) -> tuple[str, float]:
+    (row,) = [t for t in targets(report) if t.what.startswith("overview p50")]
+    return row.what, row.measured
+
+
+def test_overview_is_compared_with_its_branch_measured_alone_in_the_same_run() -> None:
+    """The overview's p50 is divided by the 50 ms simulator's own p50 as a client saw it."""
+    what, measured = _overview_row(_report(_paced(53.0)))
+    assert (what, measured) == (
+        "overview p50 / slowest branch (one 50 ms downstream, measured alone)",
+        round(58.6 / 53.0, 3),
+    )
+
+
+def test_without_the_branch_measured_the_overview_is_compared_with_its_nominal_50_ms() -> None:
+    """A run that did not measure the branch says so and divides by the nominal 50 ms."""
+    what, measured = _overview_row(_report(None))
+    assert (what, measured) == (
+        "overview p50 / slowest branch (one 50 ms downstream, nominal)",
+        round(58.6 / 50.0, 3),
+    )
