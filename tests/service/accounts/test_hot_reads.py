@@ -15,6 +15,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from loopwise.service.accounts import users
@@ -145,7 +146,8 @@ async def test_hot_reads_answer_as_fastapi_does(
 
 
 def test_each_app_has_its_own_routes(settings: Settings) -> None:
-    """Building an app with the hot reads leaves the routers' shared routes to FastAPI."""
+    """Building an app with the hot reads leaves the routers' shared routes, and the
+    OpenAPI document, as FastAPI made them."""
 
     def apps() -> dict[int, object]:
         return {id(r): r.app for r in users.router.routes if isinstance(r, APIRoute)}
@@ -164,3 +166,5 @@ def test_each_app_has_its_own_routes(settings: Settings) -> None:
     assert apps() == declared
     assert read_me(plain) in declared.values()
     assert read_me(served) not in declared.values()
+    # The same document, byte for byte, as /openapi.json serves it.
+    assert JSONResponse(served.openapi()).body == JSONResponse(plain.openapi()).body
