@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Literal, TextIO, cast
 
 import structlog
+from opentelemetry import trace
 
 from loopwise.service.logwriter import LineWriter
 from loopwise.service.outages import QuietOutages
@@ -58,6 +59,7 @@ def configure_logging(
     shared: list[Any] = [
         _logger_key,
         structlog.contextvars.merge_contextvars,
+        _trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -96,6 +98,16 @@ def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, An
     # says `logger`, like the standard library's records.
     if "logger_name" in event:
         event["logger"] = event.pop("logger_name")
+    return event
+
+
+def _trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    # The span in force, if any (service/tracing.py): a log line and its trace find each
+    # other by these. Without tracing there is never one, and this is one context lookup.
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event["trace_id"] = f"{span_context.trace_id:032x}"
+        event["span_id"] = f"{span_context.span_id:016x}"
     return event
 
 
