@@ -3,7 +3,8 @@
 Our own events go through structlog's fast path (a filtering bound logger); third-party
 records from the standard library (alembic, granian, asyncpg) are rendered by the same
 processors so every line has one shape. Both write into one :class:`LineWriter`, whose
-thread does the writing, so a slow reader of stderr never stalls the event loop.
+thread does the writing, so a slow reader of stderr never stalls the event loop. Lines
+logged inside a sampled span carry its ``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, An
 
 
 def _trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    # The span in force, if any (service/tracing.py): a log line and its trace find each
-    # other by these. Without tracing there is never one, and this is one context lookup.
+    # The span in force, if sampled (service/tracing.py): a log line and its trace find
+    # each other by these; an unsampled trace is nowhere to be found, so it is not named.
+    # Without tracing there is never a span, and this is one context lookup.
     span_context = trace.get_current_span().get_span_context()
-    if span_context.is_valid:
+    if span_context.trace_flags.sampled:
         event["trace_id"] = f"{span_context.trace_id:032x}"
         event["span_id"] = f"{span_context.span_id:016x}"
     return event
