@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopwise.service.app import create_app
 from loopwise.service.settings import Settings
-from loopwise.service.tracing import Tracing
+from loopwise.service.tracing import TraceRequests, Tracing
 from loopwise_bench.sim import SimConfig, create_sim_app
 from tests.otlp import ReceivedSpan, Receiver, otlp_receiver, render_tree
 from tests.servers import serve_asgi
@@ -43,6 +43,19 @@ async def traced_client(settings: Settings, **updates: object) -> AsyncIterator[
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield client
+
+
+def test_tracing_off_adds_nothing_to_the_request_path(settings: Settings) -> None:
+    """Off (the default), no tracing layer is in the stack and FastAPI's own hooks are off."""
+    app = create_app(settings)
+    ours: object = TraceRequests
+    assert all(m.cls is not ours for m in app.user_middleware)
+    assert not app._native_telemetry.enabled()
+    assert any(m.cls is ours for m in create_app(_on(settings)).user_middleware)
+
+
+def _on(settings: Settings) -> Settings:
+    return settings.model_copy(update={"otel_enabled": True})
 
 
 def named(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:

@@ -1,8 +1,14 @@
 """What tracing costs the event loop: CPU per request, off and on, in one run.
 
-    uv run python -m loopwise_bench.tracing_cost postgresql://postgres@127.0.0.1/postgres
-    uv run --with opentelemetry-instrumentation-asgi --with opentelemetry-instrumentation-asyncpg \
-        python -m loopwise_bench.tracing_cost postgresql://postgres@127.0.0.1/postgres
+    WITH="--with opentelemetry-instrumentation-asgi --with opentelemetry-instrumentation-asyncpg"
+    uv run $WITH python -m loopwise_bench.tracing_cost app postgresql://postgres@127.0.0.1/db
+    uv run $WITH python -m loopwise_bench.tracing_cost layers
+    uv run $WITH python -m loopwise_bench.tracing_cost queries postgresql://postgres@127.0.0.1/db
+
+``layers``: the request-span layer alone around a no-op ASGI app, ours against FastAPI's
+native spans and opentelemetry-instrumentation-asgi, 7 alternating rounds of 3,000 calls.
+``queries``: one ``SELECT 1`` per request span, with no span of its own, our own span, or
+the asyncpg instrumentation. ``app``: the whole app, below.
 
 Drives the app in process (no server, no socket), so the figure is the loop thread's own
 CPU (``time.thread_time``) per request: what a worker spends, whatever the machine's load
@@ -27,7 +33,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -35,12 +41,16 @@ import httpx
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopwise.service.app import create_app
 from loopwise.service.logs import configure_logging
 from loopwise.service.migrate import migrate
 from loopwise.service.settings import load_settings
-from loopwise.service.tracing import TraceRequests
+from loopwise.service.tracing import TraceRequests, Tracing
 from loopwise_bench.sim import SimConfig, create_sim_app
 
 __all__ = ["main"]
@@ -139,8 +149,7 @@ def _sim_url() -> str:
 @contextlib.asynccontextmanager
 async def _client(dsn: str, sim: str, variant: Variant) -> AsyncIterator[httpx.AsyncClient]:
     enabled, ratio, wrap, instrument_asyncpg = variant
-    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
-    os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+    _sampler(ratio)
     settings = load_settings(
         database_url=dsn,
         otel_enabled=enabled,
@@ -215,21 +224,144 @@ async def _run(dsn: str) -> dict[str, dict[str, list[float]]]:
     return figures
 
 
+class _NullExporter(SpanExporter):
+    """Accepts every batch: the layer's cost on the loop, not the export thread's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return
+
+
+async def _noop(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _layer_cpu(app: ASGIApp, n: int) -> float:
+    scope = {"type": "http", "method": "GET", "path": "/users/1", "headers": [(b"host", b"b")]}
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return
+
+    started = time.thread_time()
+    for _ in range(n):
+        await app(dict(scope), receive, send)
+    return (time.thread_time() - started) / n * 1e6
+
+
+async def _layers() -> dict[str, list[float]]:
+    from fastapi.telemetry._asgi import NativeTelemetry
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    native = NativeTelemetry(
+        {
+            "tracing": True,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "tracer_provider": None,
+            "meter_provider": None,
+            "logger_provider": None,
+            "auto_configure": False,
+            "exclude": None,
+        }
+    )
+
+    async def fastapi_native(scope: Scope, receive: Receive, send: Send) -> None:
+        await native(app=_noop, scope=scope, receive=receive, send=send)
+
+    figures: dict[str, list[float]] = {}
+    for ratio in (1.0, 0.1):
+        _sampler(ratio)
+        async with Tracing(exporter=_NullExporter()):
+            layers: dict[str, ASGIApp] = {
+                "none": _noop,
+                f"ours {ratio:.0%}": TraceRequests(_noop),
+                f"fastapi native {ratio:.0%}": fastapi_native,
+                f"contrib asgi {ratio:.0%}": OpenTelemetryMiddleware(_noop),
+            }
+            for _ in range(7):
+                for name, layer in layers.items():
+                    figures.setdefault(name, []).append(await _layer_cpu(layer, 3000))
+    return figures
+
+
+async def _queries(dsn: str) -> dict[str, list[float]]:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    tracer = trace.get_tracer("loopwise_bench")
+
+    async def cpu(conn: asyncpg.Connection, own_span: bool) -> float:
+        started = time.thread_time()
+        for _ in range(1000):
+            with tracer.start_as_current_span("request"):
+                if own_span:
+                    with tracer.start_as_current_span("SELECT", kind=trace.SpanKind.CLIENT):
+                        await conn.fetchval("SELECT 1")
+                else:
+                    await conn.fetchval("SELECT 1")
+        return (time.thread_time() - started) / 1000 * 1e6
+
+    figures: dict[str, list[float]] = {}
+    for ratio in (1.0, 0.1):
+        _sampler(ratio)
+        async with Tracing(exporter=_NullExporter()):
+            for _ in range(5):
+                for name in ("no query span", "own span", "asyncpg instrumentation"):
+                    instrumentor = AsyncPGInstrumentor()
+                    if name == "asyncpg instrumentation":
+                        instrumentor.instrument()
+                    conn = await asyncpg.connect(dsn)
+                    try:
+                        figure = await cpu(conn, own_span=name == "own span")
+                    finally:
+                        await conn.close()
+                        if name == "asyncpg instrumentation":
+                            instrumentor.uninstrument()
+                    figures.setdefault(f"{name} {ratio:.0%}", []).append(figure)
+    return figures
+
+
+def _sampler(ratio: float) -> None:
+    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+
+
+def _medians(figures: dict[str, list[float]], what: str) -> str:
+    lines = [f"| {what} | loop-thread CPU (median of rounds) |", "|---|---|"]
+    lines += [f"| {name} | {statistics.median(v):.1f} µs |" for name, v in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    dsn = sys.argv[1]
+    mode = sys.argv[1]
+    if mode == "layers":
+        sys.stdout.write(_medians(asyncio.run(_layers()), "request-span layer, per call"))
+        return
+    if mode == "queries":
+        figures = asyncio.run(_queries(sys.argv[2]))
+        sys.stdout.write(_medians(figures, "per request span with one query"))
+        return
+    dsn = sys.argv[2]
     # As `loopwise serve` logs: the access line is formatted on the loop, written by a thread.
     configure_logging("json", "info")
     # httpx's INFO line per call would time this driver's own requests too.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    figures = asyncio.run(_run(dsn))
-    off = figures["off"]
-    lines = ["| variant | route | loop-thread CPU per request (median of 3 rounds) | vs off |"]
+    by_route = asyncio.run(_run(dsn))
+    off = by_route["off"]
+    lines = ["| variant | route | loop-thread CPU per request: median (rounds) | vs off |"]
     lines.append("|---|---|---|---|")
-    for name, routes in figures.items():
+    for name, routes in by_route.items():
         for route, rounds in routes.items():
             median = statistics.median(rounds)
             ratio = median / statistics.median(off[route])
-            lines.append(f"| {name} | {route} | {median:.1f} µs | {ratio:.2f}x |")
+            each = ", ".join(f"{r:.0f}" for r in rounds)
+            lines.append(f"| {name} | {route} | {median:.0f} µs ({each}) | {ratio:.2f}x |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
