@@ -158,6 +158,9 @@ async def test_a_hung_collector_never_fails_a_request(
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+        # Each export waits this long for the answer that never comes, then the exporter
+        # gives up and closes its connections (its thread outlives the test otherwise).
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
         async with traced_client(settings) as client:
             statuses = [(await client.get("/healthz")).status_code for _ in range(12)]
             metrics = (await client.get("/metrics")).text

@@ -33,7 +33,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -50,6 +50,8 @@ if TYPE_CHECKING:  # the SDK is imported only when tracing opens (span_export.py
     from loopwise.service.span_export import BoundedQueue, TracingStats
 
 __all__ = ["TraceRequests", "Tracing", "current_traceparent", "job_context"]
+
+T = TypeVar("T")
 
 
 class Tracing(AsyncResource):
@@ -73,7 +75,9 @@ class Tracing(AsyncResource):
     async def _aopen(self) -> None:
         # Off the loop: the SDK's first import reads files, and Resource.create runs its
         # detectors on a thread pool and joins it.
-        provider, self._queue = await asyncio.to_thread(_build, self._exporter)
+        built = await _in_a_thread(lambda: _build(self._exporter))
+        assert built is not None  # no time limit: it always returns
+        provider, self._queue = built
         self._provider = provider
         _SWITCH.point_at(provider)
 
@@ -82,7 +86,7 @@ class Tracing(AsyncResource):
         if provider is None:
             return
         _SWITCH.point_away(provider)
-        await _bounded(provider.shutdown, self._shutdown_timeout)
+        await _in_a_thread(provider.shutdown, within=self._shutdown_timeout)
 
     def stats(self) -> TracingStats:
         if self._queue is None:
@@ -98,32 +102,42 @@ def _build(exporter: SpanExporter | None) -> tuple[TracerProvider, BoundedQueue]
     return build_provider(exporter)
 
 
-async def _bounded(blocking: Callable[[], object], seconds: float) -> None:
-    """Run ``blocking`` in a daemon thread; wait for it ``seconds`` at most.
+async def _in_a_thread(blocking: Callable[[], T], *, within: float | None = None) -> T | None:
+    """Run ``blocking`` in a daemon thread of its own; its result, or None after ``within``.
 
-    The SDK's shutdown joins its export thread for up to 30 s, and the exporter retries an
+    Twice per process (open, close), so a one-off thread rather than a pool. The SDK's
+    shutdown joins its export thread for up to 30 s, and the exporter retries an
     unreachable collector for ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s): a stopping worker
-    must not wait that long. A daemon thread, unlike ``asyncio.to_thread``'s executor,
-    does not hold the interpreter's exit either.
+    must not wait that long, and a daemon thread does not hold the interpreter's exit.
     """
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
+    done: asyncio.Future[T] = loop.create_future()
 
     def run() -> None:
         try:
-            blocking()
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop closed first: nobody waits
-                loop.call_soon_threadsafe(_settle, done)
+            result = blocking()
+        except BaseException as exc:  # handed to the waiting task, raised there
+            error = exc  # `exc` is unbound when the except block ends; the callback runs later
+            _hand_over(loop, done, lambda: done.set_exception(error))
+        else:
+            _hand_over(loop, done, lambda: done.set_result(result))
 
-    threading.Thread(target=run, name="loopwise-tracing-shutdown", daemon=True).start()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done, seconds)
+    threading.Thread(target=run, name="loopwise-tracing", daemon=True).start()
+    try:
+        return await asyncio.wait_for(done, within)
+    except TimeoutError:
+        return None
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _hand_over(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], settle: Callable[[], None]
+) -> None:
+    def on_loop() -> None:
+        if not future.done():  # not given up on by wait_for
+            settle()
+
+    with contextlib.suppress(RuntimeError):  # the loop closed first: nobody waits
+        loop.call_soon_threadsafe(on_loop)
 
 
 class _CurrentProvider(trace.TracerProvider):
