@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     # Responses: gzip bodies of at least this many bytes when the client accepts gzip
     # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.
     gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
-    # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
+    # OpenTelemetry traces over OTLP, configured by the standard OTEL_* variables
+    # (service/tracing.py); off, no span work runs per request.
     otel_enabled: bool = False
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended
     # profile by default: t=3, 64 MiB, p=4) on a bounded thread pool, one worker per core:
