@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -24,6 +26,28 @@ from tests.servers import serve_asgi
 from tests.service.accounts.conftest import PASSWORD, mark_verified
 from tests.service.jobs.conftest import welcome_handlers, worker
 from tests.service.jobs.smtp import smtp_server
+
+
+@pytest.fixture(autouse=True)
+async def _export_threads_end(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every export thread a test started has ended before the next test begins.
+
+    A closed app leaves its exporter's thread to finish on its own (``Tracing`` bounds
+    the wait, not the thread); one still retrying a receiver that has gone would export
+    into the next test, and its retry jitter draws on the ``random`` module that
+    Hypothesis watches in other tests. Exports here give up after 2 s.
+    """
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    before = set(threading.enumerate())
+    yield
+    started = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and thread.name.startswith(("OtelBatch", "loopwise-tracing"))
+    ]
+    for thread in started:
+        await asyncio.to_thread(thread.join, 30)
+    assert not [thread.name for thread in started if thread.is_alive()]
 
 
 @pytest.fixture
