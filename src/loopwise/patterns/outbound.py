@@ -227,7 +227,7 @@ class Downstream(AsyncResource):
         )
 
     async def _attempt(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-        with self.breaker.attempt() as verdict:
+        async with self.breaker.admit() as verdict:
             try:
                 async with self.limits.acquire(_host_key(request.url)):
                     response = await self._send(client, request, verdict)
