@@ -46,10 +46,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class StoreStats:
-    """Whether the store is sharing now, and how often it fell back since start."""
+    """Whether the store is sharing now, and the Redis commands that failed since start."""
 
     shared: bool
-    fallbacks: int
     errors: int
 
 
@@ -91,7 +90,6 @@ class RedisStore(AsyncResource):
         self._on_mode_change = on_mode_change
         self._shared = True
         self._next_try = -math.inf
-        self._fallbacks = 0
         self._errors = 0
 
     @classmethod
@@ -174,7 +172,7 @@ class RedisStore(AsyncResource):
         return result
 
     def stats(self) -> StoreStats:
-        return StoreStats(shared=self._shared, fallbacks=self._fallbacks, errors=self._errors)
+        return StoreStats(shared=self._shared, errors=self._errors)
 
     async def _aopen(self) -> None:
         """Open ``connections`` connections now, so the first burst of calls finds them.
@@ -200,7 +198,6 @@ class RedisStore(AsyncResource):
         self._next_try = now + self.recheck_after
         if self._shared:
             self._shared = False
-            self._fallbacks += 1
             if self._on_mode_change is not None:
                 self._on_mode_change(False, reason)
 
