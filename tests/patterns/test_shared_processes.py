@@ -149,15 +149,12 @@ async def test_three_processes_hold_one_concurrency_and_rate_limit(
     _go(*procs)
     reports = await _reports(procs)
     served = [r["outcomes"].get("200", 0) for r in reports]
-    _log.warning(
-        f"max concurrent {recorder.peak}, most in a second {recorder.most_in_any_second()}"
-    )
-    _log.warning(f"calls served per process {served}, outcomes {[r['outcomes'] for r in reports]}")
+    most = recorder.most_in_any_second()
+    _log.warning("max concurrent %d, most in any second %d, served %s", recorder.peak, most, served)
     assert recorder.peak <= 10
-    assert recorder.most_in_any_second() <= 55
-    _log.warning([[e for e in r["events"] if e[1] != "started"] for r in reports])
+    assert most <= 55
     assert all(not any(e[1] == "fallback" for e in r["events"]) for r in reports)
-    # Fair across processes: each waits in the shared line in turn (measured: 32-35% each).
+    # Fair across processes: each waits in the shared line in turn (measured: 25-39% each).
     assert min(served) >= 0.2 * sum(served)
 
 
@@ -196,8 +193,12 @@ async def test_slots_of_a_killed_process_come_back_within_the_lease(
     recorder.release.set()
     (report,) = await _reports([survivor])
     first = min(a for a in recorder.arrivals if a > killed_at)
-    _log.warning(f"first call served {first - killed_at:.2f}s after the kill; lease {lease}s")
-    _log.warning(f"held at {held_at - killed_at:.2f}s", report["outcomes"], report["events"])
+    _log.warning(
+        "first call served %.2f s after the kill (lease %.1f s); survivor's calls %s",
+        first - killed_at,
+        lease,
+        report["outcomes"],
+    )
     # The dead holder's leases held until they ran out (taken before held_at), and no longer
     # than that: the bound is the lease; 2 s more is the generous allowance for a busy box.
     assert first >= held_at + lease - 0.5
@@ -210,24 +211,16 @@ async def test_slots_of_a_killed_process_come_back_within_the_lease(
 async def test_every_process_opens_the_breaker_and_one_probe_closes_it(
     redis_server: PrivateRedis, downstream: tuple[str, Recorder]
 ) -> None:
-    """A failing downstream opens all three breakers; one probe, then each closes once."""
+    """A failing downstream: one busy process opens every breaker; one probe closes them all."""
     url, recorder = downstream
     recorder.failing = True
     recorder.service_time = 0.01
-    cool_down = 2.0
-    procs = [
-        await _drive(
-            redis_server.url,
-            url,
-            workers=2,
-            seconds=8.0,
-            min_calls=10,
-            cool_down=cool_down,
-            pause=0.02,
-            store_timeout=_GENEROUS,
-        )
-        for _ in range(3)
-    ]
+    common = {"seconds": 8.0, "min_calls": 10, "cool_down": 2.0, "store_timeout": _GENEROUS}
+    # One busy process; two quiet ones (a call every 0.3 s), which on their own would need
+    # 10 calls (3 s) to open, and would each probe on their own schedule.
+    busy = await _drive(redis_server.url, url, workers=2, pause=0.02, **common)
+    quiet = [await _drive(redis_server.url, url, workers=1, pause=0.3, **common) for _ in "ab"]
+    procs = [busy, *quiet]
     _go(*procs)
 
     async def heal_once_open() -> None:
@@ -240,21 +233,27 @@ async def test_every_process_opens_the_breaker_and_one_probe_closes_it(
     async with asyncio.TaskGroup() as group:
         group.create_task(heal_once_open())
         reports = await _reports(procs)
-    opened = [
-        min(t for t, kind, what in r["events"] if kind == "breaker" and what == "open")
-        for r in reports
-    ]
+
+    def first(report: dict[str, Any], state: str) -> float:
+        return float(
+            min(t for t, kind, what in report["events"] if kind == "breaker" and what == state)
+        )
+
+    opened = [first(r, "open") for r in reports]
+    closed = [first(r, "closed") for r in reports]
     for r in reports:
         changes = [what for _, kind, what in r["events"] if kind == "breaker"]
-        _log.warning(changes, r["outcomes"])
+        _log.warning("breaker %s, calls %s", changes, r["outcomes"])
         assert changes.count("closed") == 1
         assert changes[-1] == "closed"
-        assert r["outcomes"].get("CircuitOpen", 0) > 0
-    # Every process opens within 1 s of the first (the design bound is sync_every = 0.1 s
-    # plus one call; 1 s is the generous bound for a loaded machine).
-    _log.warning(f"breakers opened within {max(opened) - min(opened):.3f}s of each other")
-    assert max(opened) - min(opened) < 1.0
-    # One probe: the first call after healing was answered before the next arrived.
+        assert r["outcomes"].get("CircuitOpen", 0) > 0  # failed fast while open
+    spread = (max(opened) - min(opened), max(closed) - min(closed))
+    _log.warning("opened within %.3f s of each other, closed within %.3f s", *spread)
+    # The design bound is one call after sync_every (0.1 s): 0.4 s for the quiet ones;
+    # 1 s is the generous bound for a loaded machine.
+    assert spread[0] < 1.0
+    assert spread[1] < 1.0
+    # One probe: the first call after healing was answered before the next one arrived.
     healed = [s for s in recorder.spans if s[2] == 200]
     assert healed[0][1] <= sorted(s[0] for s in healed)[1]
 
@@ -279,9 +278,8 @@ async def test_redis_stopped_mid_run_falls_back_and_sharing_resumes(
     reports = await _reports(procs)
     for r in reports:
         modes = [(t, kind) for t, kind, _ in r["events"] if kind in ("fallback", "shared")]
-        _log.warning(
-            r["outcomes"], [(round(t - stopped_at, 3), k, why) for t, k, why in r["events"]]
-        )
+        events = [(round(t - stopped_at, 3), k, why) for t, k, why in r["events"]]
+        _log.warning("calls %s, events from the stop %s", r["outcomes"], events)
         assert set(r["outcomes"]) == {"200"}  # no call failed because of Redis
         # In fallback within 1 s of the stop (the bound is the store's timeout, 50 ms, per
         # call; 1 s is generous for a loaded machine, where a busy moment may even have
@@ -290,6 +288,7 @@ async def test_redis_stopped_mid_run_falls_back_and_sharing_resumes(
         assert not [t for t, k in modes if stopped_at < t < restarting_at and k == "shared"]
         assert modes[-1][1] == "shared"
         assert modes[-1][0] >= restarting_at
+    latencies = [x for r in reports for x in r["latencies"]]
     _log.warning(
-        f"p99 latency {_percentile([x for r in reports for x in r['latencies']], 0.99):.3f}s"
+        "call latency p99 %.3f s (queueing for 9 slots included)", _percentile(latencies, 0.99)
     )

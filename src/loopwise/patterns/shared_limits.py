@@ -144,11 +144,11 @@ class RedisLimits:
         self._interval_us = 0 if bounds.rate is None else round(1e6 / bounds.rate)
         self._process = uuid.uuid4().hex  # holders: "<process>:<n>", unique across processes
         self._holders = (f"{self._process}:{n}" for n in itertools.count())
-        # Per key: this process's line (one caller at a time polls Redis), and counts.
+        # Per key: this process's line (one caller at a time polls Redis), and its counts
+        # [held here, shared in use as Redis last said, admitted, rejected]. Kept for every
+        # key ever used: a downstream's keys are its hosts, a handful.
         self._lines: dict[str, Slots] = {}
-        self._keys: dict[
-            str, list[int]
-        ] = {}  # key -> [held here, shared in use, admitted, rejected]
+        self._keys: dict[str, list[int]] = {}
         self._admitted = 0
         self._rejected = 0
         self._fallback_calls = 0
