@@ -1,5 +1,8 @@
 """The test harness: a real PostgreSQL, a fresh database per test, a blocking-call detector.
 
+``redis_server`` is a private ``redis-server`` on a free loopback port, for the tests that
+share limits through Redis (never the machine's own Redis on 6379).
+
 PostgreSQL is the server named by ``LOOPWISE_TEST_DATABASE_URL`` when it is set, otherwise
 an embedded one (pgserver) started for the session in a temporary directory. Migrations run
 once into a template database; each test gets its own clone, so no two tests share a row.
@@ -26,6 +29,7 @@ from loopwise.service.app import create_app
 from loopwise.service.db import embedded_postgres
 from loopwise.service.migrate import migrate
 from loopwise.service.settings import Settings, load_settings
+from tests.cluster.engines import PrivateRedis
 from tests.pg import with_database
 from tests.virtual_time import virtual_time_loop
 
@@ -123,6 +127,13 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://loopwise.test") as c:
         yield c
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A private redis-server on 127.0.0.1, nothing persisted; the test may stop and start it."""
+    async with PrivateRedis(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -261,7 +261,7 @@ class Downstream(AsyncResource):
         recording = span.is_recording()
         if recording:
             span.add_event("attempt", {"breaker": self.breaker.state.value})
-        with self.breaker.attempt() as verdict:
+        async with self.breaker.admit() as verdict:
             try:
                 asked = time.perf_counter()
                 async with self.limits.acquire(_host_key(request.url)):

@@ -202,9 +202,24 @@ class MetricSources:
         self._ds_waiting = gauge(
             "loopwise_downstream_waiting", "Calls waiting for a slot.", ("downstream",)
         )
+        # Shared limits (LOOPWISE_REDIS_URL): every process reports the same count, as
+        # Redis last told it (aggregate with max). 0 with per-process limits.
+        self._ds_shared_in_use = Gauge(
+            "loopwise_downstream_shared_in_use",
+            "Slots held by every process together, as Redis last said.",
+            ["downstream"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._ds_fallback = gauge(
+            "loopwise_downstream_fallback",
+            "1 while shared limits run on this process's share (Redis away).",
+            ("downstream",),
+        )
         self._ds_counters = counters(
             "loopwise_downstream_",
             {
+                "fallback_calls": "Calls admitted on the per-process share, Redis away.",
                 "admitted": "Calls let through the limits.",
                 "rejected": "Calls refused by the limits or an open breaker.",
                 "retries": "Retries made.",
@@ -359,7 +374,10 @@ class MetricSources:
             keys = stats.limits.keys.values()
             self._ds_in_use.labels(name).set(sum(k.in_use for k in keys))
             self._ds_waiting.labels(name).set(sum(k.waiting for k in keys))
+            self._ds_shared_in_use.labels(name).set(stats.limits.shared_in_use or 0)
+            self._ds_fallback.labels(name).set(stats.limits.fallback)
             totals = {
+                "fallback_calls": stats.limits.fallback_calls,
                 "admitted": stats.limits.admitted,
                 "rejected": stats.limits.rejected + stats.breaker.rejected,
                 "retries": stats.retry_budget.retries,
