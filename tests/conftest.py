@@ -29,6 +29,9 @@ from loopwise.service.settings import Settings, load_settings
 from tests.pg import with_database
 from tests.virtual_time import virtual_time_loop
 
+# Every process a test starts through tests/process_guard.py dies with this pytest process.
+pytest_plugins = ["tests.process_guard"]
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
