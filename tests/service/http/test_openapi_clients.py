@@ -28,6 +28,9 @@ from tests.node import CLIENTS, NODE, install, node_env, run, tool
 from tests.process_guard import run_process
 from tests.servers import serve_asgi
 
+# Module-scoped fixtures (a server, generated code): one xdist worker runs the module.
+pytestmark = pytest.mark.xdist_group("openapi_clients")
+
 Tour = Callable[[str], Awaitable[list[str]]]
 
 TOUR_STEPS = ["register", "login", "me", "orders", "preferences", "overview", "logout"]

@@ -25,6 +25,9 @@ from tests.pg import with_database
 from tests.process_guard import kill_group, own_group
 from tests.processes import _env, free_port
 
+# Module-scoped fixtures (a server, generated code): one xdist worker runs the module.
+pytestmark = pytest.mark.xdist_group("schemathesis")
+
 # Examples per operation: a few hundred requests in all over the ~15 operations, which
 # runs in about a minute on a busy 2-core machine.
 EXAMPLES = int(os.environ.get("LOOPWISE_FUZZ_EXAMPLES", "25"))
