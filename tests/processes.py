@@ -33,8 +33,12 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-async def run_loopwise(*args: str, env: Mapping[str, str], within: float = 60) -> tuple[int, str]:
-    """Run ``python -m loopwise ARGS`` to completion; return (exit status, stderr)."""
+async def run_loopwise(*args: str, env: Mapping[str, str], within: float = 180) -> tuple[int, str]:
+    """Run ``python -m loopwise ARGS`` to completion; return (exit status, stderr).
+
+    ``within`` guards against a hang only: four ``migrate`` processes at once took over
+    60 s at load average 15 on 2 cores.
+    """
     status, _, stderr = await run_process(
         sys.executable,
         "-m",
