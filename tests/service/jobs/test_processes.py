@@ -144,9 +144,18 @@ async def test_many_worker_processes_share_one_queue(
         smtp.on_rcpt = on_rcpt
         smtp.on_data = on_data
         for slot in range(slots):
-            # Nothing dies here, so no lease may expire: with 2 s leases, a renewal late under
-            # load (average 15 on 2 cores) let a second worker send a job already in flight.
-            env = worker_env(database_url, smtp.port, jobs_concurrency=8, jobs_lease=60)
+            # Nothing fails here, so no lease may expire and no send or job time out: at
+            # load 15 on 2 cores, runs with 2 s leases and 5 s send timeouts saw one address
+            # in flight twice. Generous bounds: the test is about sharing, not timing.
+            env = worker_env(
+                database_url,
+                smtp.port,
+                jobs_concurrency=8,
+                jobs_lease=60,
+                jobs_timeout=120,
+                smtp_connect_timeout=60,
+                smtp_send_timeout=60,
+            )
             await procs.start(slot, env)
         await _register_many(pool, jobs)
         async with asyncio.timeout(100):
