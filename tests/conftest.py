@@ -4,14 +4,21 @@
 share limits through Redis (never the machine's own Redis on 6379).
 
 PostgreSQL is the server named by ``LOOPWISE_TEST_DATABASE_URL`` when it is set, otherwise
-an embedded one (pgserver) started for the session in a temporary directory. Migrations run
-once into a template database; each test gets its own clone, so no two tests share a row.
+an embedded one (pgserver) started for the run in a temporary directory. Migrations run
+once per pytest process into a template database of its own; each test gets its own clone,
+so no two tests share a row.
+
+Under pytest-xdist (``./scripts/test`` runs 4 workers) the workers share one embedded
+server: pgserver counts the processes using a data directory, under a lock, and stops the
+server when the last one leaves. Four servers would cost four ``initdb`` runs, which
+pgserver's lock serialises at the start of every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +39,9 @@ from loopwise.service.settings import Settings, load_settings
 from tests.cluster.engines import PrivateRedis
 from tests.pg import with_database
 from tests.virtual_time import virtual_time_loop
+
+# Every process a test starts through tests/process_guard.py dies with this pytest process.
+pytest_plugins = ["tests.process_guard"]
 
 
 def pytest_asyncio_loop_factories(
@@ -59,11 +69,35 @@ def pg_admin_dsn() -> Iterator[str]:
         return
     # A directory of our own, not pytest's numbered tmp dirs: another pytest run on the
     # same machine prunes those, and would delete the data from under a running server.
-    with (
-        tempfile.TemporaryDirectory(prefix="loopwise-test-pg-") as data_dir,
-        embedded_postgres(Path(data_dir), database="loopwise_admin") as dsn,
-    ):
-        yield dsn
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="loopwise-test-pg-") as own_dir,
+            embedded_postgres(Path(own_dir), database="loopwise_admin") as dsn,
+        ):
+            yield dsn
+        return
+    # One directory per run, named by xdist's id for it, shared by the run's workers.
+    data_dir = Path(tempfile.gettempdir()) / f"loopwise-test-pg-{run}"
+    data_dir.mkdir(exist_ok=True)
+    try:
+        with embedded_postgres(data_dir, database="loopwise_admin") as dsn:
+            yield dsn
+    finally:
+        # The last worker out stopped the server (pg_ctl removes postmaster.pid): it tidies.
+        if not (data_dir / "pgdata" / "postmaster.pid").exists():
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_server_held(request: pytest.FixtureRequest) -> None:
+    """Under xdist, every worker holds the shared embedded server from its first test on.
+
+    Otherwise the last of the early finishers would stop it, and delete its directory,
+    while a worker busy with a long test has yet to open it.
+    """
+    if "PYTEST_XDIST_TESTRUNUID" in os.environ and not os.environ.get("LOOPWISE_TEST_DATABASE_URL"):
+        request.getfixturevalue("pg_admin_dsn")
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ from typing import Self
 
 import asyncpg
 
+from tests.process_guard import kill_group, spawn
+
 __all__ = [
     "DEPLOY",
     "HAProxy",
@@ -105,7 +107,7 @@ class _Process:
         ids = _unprivileged(self._run_as) if self._needs_unprivileged else None
         log = await asyncio.to_thread(open, self.log_path, "ab")
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = await spawn(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -113,7 +115,6 @@ class _Process:
                 env=dict(env) if env is not None else None,
                 user=ids[0] if ids else None,
                 group=ids[1] if ids else None,
-                start_new_session=True,  # a Ctrl-C meant for pytest is not sent to it too
             )
         finally:
             await asyncio.to_thread(log.close)
@@ -134,6 +135,7 @@ class _Process:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        kill_group(proc.pid)
 
     async def log_tail(self, lines: int = 30) -> str:
         text = await asyncio.to_thread(self.log_path.read_text, errors="replace")

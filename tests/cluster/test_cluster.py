@@ -22,7 +22,7 @@ from loopwise_bench.sim import SimConfig
 from tests.cluster.load import Account, constant_load, register_accounts
 from tests.cluster.topology import LOYALTY_CONCURRENCY, Cluster, running_cluster
 
-pytestmark = [pytest.mark.blocks_loop, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.blocks_loop, pytest.mark.timeout(600)]
 
 RecordProperty = Callable[[str, object], None]
 

@@ -42,6 +42,7 @@ from tests.cluster.engines import (
     free_port,
     scratch_directory,
 )
+from tests.process_guard import kill_group, spawn
 from tests.servers import serve_asgi
 from tests.service.jobs.smtp import SmtpServer, smtp_server
 
@@ -109,7 +110,7 @@ class _Child:
         log = await asyncio.to_thread(open, self.log_path, "ab")
         try:
             # cwd is the instance's own directory: no developer's .env leaks in.
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = await spawn(
                 sys.executable,
                 "-m",
                 "loopwise",
@@ -119,7 +120,6 @@ class _Child:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
             )
         finally:
             await asyncio.to_thread(log.close)
@@ -143,6 +143,7 @@ class _Child:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        kill_group(proc.pid)
         assert proc.returncode is not None
         return proc.returncode
 
