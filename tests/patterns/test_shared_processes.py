@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.engines import PrivateRedis
+from tests.process_guard import spawn
 from tests.servers import serve_asgi
 
 pytestmark = pytest.mark.blocks_loop  # starts processes
@@ -95,7 +96,7 @@ async def downstream() -> AsyncIterator[tuple[str, Recorder]]:
 
 async def _drive(redis_url: str, url: str, **options: Any) -> asyncio.subprocess.Process:
     """Start one driver process; it says ``ready`` once set up, and waits for ``_go``."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         sys.executable,
         str(_DRIVER),
         redis_url,
@@ -103,7 +104,6 @@ async def _drive(redis_url: str, url: str, **options: Any) -> asyncio.subprocess
         json.dumps(options),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,
     )
     assert proc.stdout is not None
     async with asyncio.timeout(60):
