@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # Never block the event loop (docs/patterns/never-block.md).
     watchdog_enabled: bool = True
     watchdog_threshold: float = Field(default=0.1, gt=0, le=60)  # seconds: a stall
-    watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
+    watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between heartbeats
     blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
     blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
     metrics_enabled: bool = True  # serve GET /metrics
