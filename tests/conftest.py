@@ -38,10 +38,13 @@ from loopwise.service.migrate import migrate
 from loopwise.service.settings import Settings, load_settings
 from tests.cluster.engines import PrivateRedis
 from tests.pg import with_database
-from tests.virtual_time import virtual_time_loop
 
-# Every process a test starts through tests/process_guard.py dies with this pytest process.
-pytest_plugins = ["tests.process_guard"]
+# Every process a test starts through tests/process_guard.py dies with this pytest process:
+# the guard starts and stops with the run. Its hooks are imported here rather than the
+# module named in `pytest_plugins`: other test modules import it first, and pytest then
+# refuses to register (and assertion-rewrite) an already imported module.
+from tests.process_guard import pytest_configure, pytest_unconfigure  # noqa: F401
+from tests.virtual_time import virtual_time_loop
 
 
 def pytest_asyncio_loop_factories(

@@ -6,8 +6,8 @@
 
 ``spawn`` starts its command as the leader of a new session (so a Ctrl-C meant for pytest
 does not reach it, and its own children share its process group) and hands the group to
-this process's guard. The guard is a small process of its own that pytest starts once (a
-pytest plugin, registered by ``tests/conftest.py``): it reads ``+pgid`` / ``-pgid`` lines
+this process's guard. The guard is a small process of its own that pytest starts once (its
+hooks, imported by ``tests/conftest.py``): it reads ``+pgid`` / ``-pgid`` lines
 from a pipe whose only write end pytest holds. When pytest exits, however it exits, the
 kernel closes that end; the guard reads end of file and SIGKILLs every group still owned.
 
