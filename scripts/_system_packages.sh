@@ -1,10 +1,12 @@
 # Sourced by scripts/test: the Debian packages the cluster tests run (tests/cluster/),
-# and promtool for the alert rules' tests (tests/deploy/), installed once, quietly, only
-# when missing. Needs root and a reachable Debian mirror, as on CI; anywhere else, install
-# them yourself: apt-get install haproxy pgbouncer prometheus.
+# redis-server for the shared limits' tests (private instances on free ports), and
+# promtool for the alert rules' tests (tests/deploy/), installed once, quietly, only when
+# missing. Needs root and a reachable Debian mirror, as on CI; anywhere else, install them
+# yourself: apt-get install haproxy pgbouncer redis-server prometheus.
 _loopwise_missing=()
 [ -x /usr/sbin/haproxy ] || _loopwise_missing+=(haproxy)
 [ -x /usr/sbin/pgbouncer ] || _loopwise_missing+=(pgbouncer)
+[ -x /usr/bin/redis-server ] || _loopwise_missing+=(redis-server)
 # promtool ships in the server's package (19 MB; measured 29 s with apt-get update here);
 # the server itself is never started (policy-rc.d below).
 [ -x /usr/bin/promtool ] || _loopwise_missing+=(prometheus)

@@ -1,14 +1,24 @@
 """The test harness: a real PostgreSQL, a fresh database per test, a blocking-call detector.
 
+``redis_server`` is a private ``redis-server`` on a free loopback port, for the tests that
+share limits through Redis (never the machine's own Redis on 6379).
+
 PostgreSQL is the server named by ``LOOPWISE_TEST_DATABASE_URL`` when it is set, otherwise
-an embedded one (pgserver) started for the session in a temporary directory. Migrations run
-once into a template database; each test gets its own clone, so no two tests share a row.
+an embedded one (pgserver) started for the run in a temporary directory. Migrations run
+once per pytest process into a template database of its own; each test gets its own clone,
+so no two tests share a row.
+
+Under pytest-xdist (``./scripts/test`` runs 4 workers) the workers share one embedded
+server: pgserver counts the processes using a data directory, under a lock, and stops the
+server when the last one leaves. Four servers would cost four ``initdb`` runs, which
+pgserver's lock serialises at the start of every run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +36,14 @@ from loopwise.service.app import create_app
 from loopwise.service.db import embedded_postgres
 from loopwise.service.migrate import migrate
 from loopwise.service.settings import Settings, load_settings
+from tests.cluster.engines import PrivateRedis
 from tests.pg import with_database
+
+# Every process a test starts through tests/process_guard.py dies with this pytest process:
+# the guard starts and stops with the run. Its hooks are imported here rather than the
+# module named in `pytest_plugins`: other test modules import it first, and pytest then
+# refuses to register (and assertion-rewrite) an already imported module.
+from tests.process_guard import pytest_configure, pytest_unconfigure  # noqa: F401
 from tests.virtual_time import virtual_time_loop
 
 
@@ -55,11 +72,35 @@ def pg_admin_dsn() -> Iterator[str]:
         return
     # A directory of our own, not pytest's numbered tmp dirs: another pytest run on the
     # same machine prunes those, and would delete the data from under a running server.
-    with (
-        tempfile.TemporaryDirectory(prefix="loopwise-test-pg-") as data_dir,
-        embedded_postgres(Path(data_dir), database="loopwise_admin") as dsn,
-    ):
-        yield dsn
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="loopwise-test-pg-") as own_dir,
+            embedded_postgres(Path(own_dir), database="loopwise_admin") as dsn,
+        ):
+            yield dsn
+        return
+    # One directory per run, named by xdist's id for it, shared by the run's workers.
+    data_dir = Path(tempfile.gettempdir()) / f"loopwise-test-pg-{run}"
+    data_dir.mkdir(exist_ok=True)
+    try:
+        with embedded_postgres(data_dir, database="loopwise_admin") as dsn:
+            yield dsn
+    finally:
+        # The last worker out stopped the server (pg_ctl removes postmaster.pid): it tidies.
+        if not (data_dir / "pgdata" / "postmaster.pid").exists():
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_server_held(request: pytest.FixtureRequest) -> None:
+    """Under xdist, every worker holds the shared embedded server from its first test on.
+
+    Otherwise the last of the early finishers would stop it, and delete its directory,
+    while a worker busy with a long test has yet to open it.
+    """
+    if "PYTEST_XDIST_TESTRUNUID" in os.environ and not os.environ.get("LOOPWISE_TEST_DATABASE_URL"):
+        request.getfixturevalue("pg_admin_dsn")
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +164,13 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://loopwise.test") as c:
         yield c
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A private redis-server on 127.0.0.1, nothing persisted; the test may stop and start it."""
+    async with PrivateRedis(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

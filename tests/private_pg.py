@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from loopwise.service.db import SERVER_USER, ensure_server_user
+from tests.process_guard import kill_group, own_group, run_process
 from tests.processes import free_port
 
 __all__ = ["PrivatePostgres", "private_postgres"]
@@ -46,22 +47,22 @@ class PrivatePostgres:
         self.port = port
         self._user = user
         self._bin = _bin_dir()
+        self._postmaster: int | None = None
 
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     async def _run(self, tool: str, *args: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
+        status, out, _ = await run_process(
             str(self._bin / tool),
             *args,
+            within=120,
             user=self._user,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        async with asyncio.timeout(120):
-            out, _ = await proc.communicate()
-        if proc.returncode != 0:
+        if status != 0:
             raise RuntimeError(f"{tool} {' '.join(args)} failed:\n{out.decode()}")
 
     async def init(self) -> None:
@@ -85,9 +86,17 @@ class PrivatePostgres:
             "-o",
             options,
         )
+        # pg_ctl has left; the postmaster it started leads a session of its own (pg_ctl
+        # calls setsid), and the first line of postmaster.pid names it.
+        pid_file = await asyncio.to_thread((self.data / "postmaster.pid").read_text)
+        self._postmaster = int(pid_file.split("\n", 1)[0])
+        own_group(self._postmaster)
 
     async def stop(self, mode: str = "fast") -> None:
         await self._run("pg_ctl", "stop", "-w", "-D", str(self.data), "-m", mode)
+        if self._postmaster is not None:
+            kill_group(self._postmaster)
+            self._postmaster = None
 
 
 def _prepare(root: Path) -> str | None:

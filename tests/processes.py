@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from tests.process_guard import kill_group, run_process, spawn
+
 __all__ = ["Served", "free_port", "run_loopwise", "serving"]
 
 
@@ -31,21 +33,23 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-async def run_loopwise(*args: str, env: Mapping[str, str], within: float = 60) -> tuple[int, str]:
-    """Run ``python -m loopwise ARGS`` to completion; return (exit status, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
+async def run_loopwise(*args: str, env: Mapping[str, str], within: float = 180) -> tuple[int, str]:
+    """Run ``python -m loopwise ARGS`` to completion; return (exit status, stderr).
+
+    ``within`` guards against a hang only: four ``migrate`` processes at once took over
+    60 s at load average 15 on 2 cores.
+    """
+    status, _, stderr = await run_process(
         sys.executable,
         "-m",
         "loopwise",
         *args,
+        within=within,
         env=_env(env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(within):
-        _, stderr = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, stderr.decode()
+    return status, stderr.decode()
 
 
 @dataclass
@@ -73,7 +77,7 @@ class Served:
 async def serving(env: Mapping[str, str], *, ready_within: float = 60) -> AsyncIterator[Served]:
     """``loopwise serve`` on a free loopback port; yields once ``/readyz`` says 200."""
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         sys.executable,
         "-m",
         "loopwise",
@@ -106,6 +110,7 @@ async def serving(env: Mapping[str, str], *, ready_within: float = 60) -> AsyncI
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
+            kill_group(proc.pid)
 
 
 async def _wait_ready(served: Served, within: float) -> None:

@@ -9,23 +9,24 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.process_guard import run_process
+
 
 async def _loopwise(database_url: str, cwd: Path, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWISE_")}
     env |= {"LOOPWISE_DATABASE_URL": database_url, "LOOPWISE_LOG_LEVEL": "warning"}
-    proc = await asyncio.create_subprocess_exec(
+    status, out, _ = await run_process(
         sys.executable,
         "-m",
         "loopwise",
         *args,
+        within=60,
         cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return status, out.decode()
 
 
 async def test_jobs_command_shows_retries_and_discards(database_url: str, tmp_path: Path) -> None:

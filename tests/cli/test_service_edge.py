@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from tests.process_guard import run_process
 from tests.processes import _env, free_port, run_loopwise, serving
 
 DB_PASSWORD = "S3cretDbPw-x9"
@@ -87,18 +88,17 @@ async def test_tracebacks_show_no_locals_and_no_secrets(log_format: str) -> None
     token = "tok_" + "Z" * 40
     dsn = f"postgresql://app:{DB_PASSWORD}@db.example:5432/app"
     code = _CRASH.format(fmt=log_format, password=DB_PASSWORD, dsn=dsn, token=token)
-    proc = await asyncio.create_subprocess_exec(
+    status, out, err = await run_process(
         sys.executable,
         "-c",
         code,
+        within=60,
         env=_env({}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
     text = (out + err).decode()
-    assert proc.returncode == 0, text
+    assert status == 0, text
     assert "crashed" in text
     assert "worker failed" in text
     assert "Traceback" in text  # the traceback is there, without what it must not show

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from loopwise.service.settings import Settings
+from tests.process_guard import run_process
 from tests.service.accounts.conftest import PASSWORD, announced, cache_stats, listening, login
 from tests.service.accounts.mail import instance, mailing, next_mail, sql, token_in
 from tests.service.jobs.smtp import SmtpServer, smtp_server
@@ -27,21 +28,19 @@ async def users(database_url: str, cwd: Path, *args: str) -> tuple[int, str]:
     """Run ``loopwise users ARGS`` as a real process; its exit status and stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWISE_")}
     env |= {"LOOPWISE_DATABASE_URL": database_url, "LOOPWISE_LOG_LEVEL": "warning"}
-    proc = await asyncio.create_subprocess_exec(
+    status, out, _ = await run_process(
         sys.executable,
         "-m",
         "loopwise",
         "users",
         *args,
+        within=60,
         cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return status, out.decode()
 
 
 async def _account(client: httpx.AsyncClient, smtp: SmtpServer, email: str) -> dict[str, str]:

@@ -1,14 +1,14 @@
-"""The engines a cluster runs on, as processes a test owns: PostgreSQL, PgBouncer, HAProxy.
+"""The engines a cluster runs on, as processes a test owns: PostgreSQL, PgBouncer, HAProxy, Redis.
 
     async with PrivatePostgres(tmp) as pg, PgBouncer(tmp, pg) as bouncer, HAProxy(tmp, apis):
         ...
 
 Each binds a free port on loopback and stops when its block ends. PostgreSQL is a private
 instance (its own data directory: the machine's shared server is never touched), so a
-test may restart it. PostgreSQL and PgBouncer refuse to run as root; as root they run as
-``nobody``. PgBouncer and HAProxy run the configuration files under ``deploy/`` as they
-are shipped (PgBouncer's rendered from its template, HAProxy's read with environment
-variables, which HAProxy expands itself).
+test may restart it; so is Redis (nothing persisted). PostgreSQL and PgBouncer refuse to
+run as root; as root they run as ``nobody``. PgBouncer and HAProxy run the configuration
+files under ``deploy/`` as they are shipped (PgBouncer's rendered from its template,
+HAProxy's read with environment variables, which HAProxy expands itself).
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ from typing import Self
 
 import asyncpg
 
+from tests.process_guard import kill_group, spawn
+
 __all__ = [
     "DEPLOY",
     "HAProxy",
     "PgBouncer",
     "PrivatePostgres",
+    "PrivateRedis",
     "free_port",
     "render_pgbouncer",
     "scratch_directory",
@@ -104,7 +107,7 @@ class _Process:
         ids = _unprivileged(self._run_as) if self._needs_unprivileged else None
         log = await asyncio.to_thread(open, self.log_path, "ab")
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = await spawn(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -112,7 +115,6 @@ class _Process:
                 env=dict(env) if env is not None else None,
                 user=ids[0] if ids else None,
                 group=ids[1] if ids else None,
-                start_new_session=True,  # a Ctrl-C meant for pytest is not sent to it too
             )
         finally:
             await asyncio.to_thread(log.close)
@@ -133,6 +135,7 @@ class _Process:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        kill_group(proc.pid)
 
     async def log_tail(self, lines: int = 30) -> str:
         text = await asyncio.to_thread(self.log_path.read_text, errors="replace")
@@ -343,4 +346,30 @@ class HAProxy(_Process):
         binary = await asyncio.to_thread(system_binary, "haproxy")
         await self._spawn([binary, "-db", "-f", str(config)], env=env)
         await _wait_for_port(self.host, self.port, self)
+        return self
+
+
+class PrivateRedis(_Process):
+    """A Redis of the test's own on ``127.0.0.1:<free port>``, nothing persisted, restartable.
+
+    ``stop()`` (SIGTERM, or SIGKILL) and ``start()`` again keep the port: clients reconnect.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("redis", workdir)
+        self.host = "127.0.0.1"
+        self.port = free_port(self.host)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    async def start(self) -> None:
+        binary = await asyncio.to_thread(system_binary, "redis-server")
+        argv = [binary, "--bind", self.host, "--port", str(self.port)]
+        await self._spawn([*argv, "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        await _wait_for_port(self.host, self.port, self)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
         return self

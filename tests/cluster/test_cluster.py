@@ -18,10 +18,11 @@ from email.utils import parseaddr
 import httpx
 import pytest
 
+from loopwise_bench.sim import SimConfig
 from tests.cluster.load import Account, constant_load, register_accounts
-from tests.cluster.topology import Cluster, running_cluster
+from tests.cluster.topology import LOYALTY_CONCURRENCY, Cluster, running_cluster
 
-pytestmark = [pytest.mark.blocks_loop, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.blocks_loop, pytest.mark.timeout(600)]
 
 RecordProperty = Callable[[str, object], None]
 
@@ -219,3 +220,33 @@ async def test_postgres_restart_under_the_cluster(
     assert load.unavailable["without Retry-After"] == 0, load.summary()
     # Everything that was not a success was a 503 that told the client when to retry.
     assert load.failed == load.counts["503"], (load.summary(), dict(errors))
+
+
+async def test_a_downstream_limit_holds_across_the_instances(
+    cluster: Cluster, accounts: list[Account], record_property: RecordProperty
+) -> None:
+    """Overviews on all three instances at once: loyalty sees the shared limit, not 3 times it."""
+    # 24 calls, 4 at a time, 50 ms each: 0.3 s, well inside the overview's deadline, so
+    # no call is cut off mid-flight (its slot would free while loyalty still works on it).
+    cluster.loyalty.config = SimConfig(latency_ms=50)
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def overview(account: Account) -> int:
+            response = await client.get(
+                f"{cluster.haproxy.url}/users/me/overview", headers=account.headers
+            )
+            return response.status_code
+
+        statuses = await asyncio.gather(*(overview(a) for a in accounts * 3))
+        metrics = [(await client.get(f"{api.url}/metrics")).text for api in cluster.apis]
+    _report(
+        record_property,
+        "shared downstream limit",
+        overviews=len(statuses),
+        loyalty_calls=cluster.loyalty.requests,
+        loyalty_max_in_flight=cluster.loyalty.max_in_flight,
+        limit=LOYALTY_CONCURRENCY,
+    )
+    assert set(statuses) == {200}  # a call refused by the limit degrades, never fails
+    assert cluster.loyalty.max_in_flight <= LOYALTY_CONCURRENCY
+    assert all("loopwise_downstream_shared_in_use{" in text for text in metrics)

@@ -9,7 +9,10 @@ Each API instance is its own host: 127.0.0.2, .3 and .4 (Linux routes all of 127
 the loopback interface), each a ``loopwise serve`` process with one granian worker. Two
 ``loopwise worker`` processes send the welcome emails to a real SMTP server (aiosmtpd) on
 the test's loop. Queries go through PgBouncer (transaction pooling); LISTEN and
-migrations use the direct URL. Every port is a free one; everything stops with the block.
+migrations use the direct URL. The overview's loyalty downstream is the benchmark's
+simulator on the test's loop, its limit and breaker shared by the three APIs through a
+private Redis (``LOOPWISE_REDIS_URL``). Every port is a free one; everything stops with
+the block.
 """
 
 from __future__ import annotations
@@ -30,19 +33,32 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from loopwise_bench.sim import SimConfig, SimState, create_sim_app
 from tests.cluster.engines import (
     HAProxy,
     PgBouncer,
     PrivatePostgres,
+    PrivateRedis,
     free_port,
     scratch_directory,
 )
+from tests.process_guard import kill_group, spawn
+from tests.servers import serve_asgi
 from tests.service.jobs.smtp import SmtpServer, smtp_server
 
-__all__ = ["API_HOSTS", "ApiInstance", "Cluster", "JobWorker", "running_cluster"]
+__all__ = [
+    "API_HOSTS",
+    "LOYALTY_CONCURRENCY",
+    "ApiInstance",
+    "Cluster",
+    "JobWorker",
+    "running_cluster",
+]
 
 API_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 DATABASE = "loopwise"
+# The loyalty downstream's limit, shared by the three APIs (12 at once if per process).
+LOYALTY_CONCURRENCY = 4
 # HAProxy checks /readyz every second and needs 2 failures (deploy/haproxy/haproxy.cfg):
 # a 3 s drain leaves it out of rotation with a second to spare, on a busy machine too.
 DRAIN_DELAY = 3.0
@@ -94,7 +110,7 @@ class _Child:
         log = await asyncio.to_thread(open, self.log_path, "ab")
         try:
             # cwd is the instance's own directory: no developer's .env leaks in.
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = await spawn(
                 sys.executable,
                 "-m",
                 "loopwise",
@@ -104,7 +120,6 @@ class _Child:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
             )
         finally:
             await asyncio.to_thread(log.close)
@@ -128,6 +143,7 @@ class _Child:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        kill_group(proc.pid)
         assert proc.returncode is not None
         return proc.returncode
 
@@ -202,6 +218,8 @@ class Cluster:
     smtp: SmtpServer
     apis: list[ApiInstance]
     workers: list[JobWorker]
+    redis: PrivateRedis
+    loyalty: SimState
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -271,9 +289,23 @@ async def running_cluster() -> AsyncIterator[Cluster]:
         urls = {"database_url": bouncer.dsn(), "database_direct_url": pg.dsn(DATABASE)}
         await _migrate(_base_env(workdir, **urls), workdir)
         smtp = await stack.enter_async_context(smtp_server())
+        redis = await stack.enter_async_context(PrivateRedis(workdir))
+        loyalty = create_sim_app(SimConfig(latency_ms=5))
+        loyalty_url = await stack.enter_async_context(serve_asgi(loyalty))
         api_env = _base_env(
             workdir,
             **urls,
+            redis_url=redis.url,
+            redis_processes=len(API_HOSTS),
+            # Three APIs, two workers, PostgreSQL, PgBouncer and HAProxy share two cores
+            # here: the default 50 ms bound is overrun now and then, and a false fallback
+            # admits an instance's share on top of the shared limit (measured: 5 for 4).
+            redis_timeout=1.0,
+            loyalty_url=loyalty_url,
+            loyalty_concurrency=LOYALTY_CONCURRENCY,
+            # The overview's deadline (1 s) bounds the call: a call cut off mid-flight frees
+            # its slot while the downstream still works on it, so none should be cut off.
+            loyalty_timeout=2,
             jobs_in_process="false",
             drain_delay=DRAIN_DELAY,
             shutdown_grace=5,
@@ -306,7 +338,9 @@ async def running_cluster() -> AsyncIterator[Cluster]:
         haproxy = await stack.enter_async_context(
             HAProxy(workdir, [(api.host, api.port) for api in apis])
         )
-        cluster = Cluster(workdir, pg, bouncer, haproxy, smtp, apis, workers)
+        cluster = Cluster(
+            workdir, pg, bouncer, haproxy, smtp, apis, workers, redis, loyalty.state.sim
+        )
         await cluster.wait_all_up()
         yield cluster
 

@@ -68,12 +68,26 @@ def test_compose_file_is_valid_and_has_the_cluster_topology() -> None:
     document = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     compose = PyCompose.from_json(json.dumps(document))
     assert set(compose.service_names()) == {
-        "postgres", "pgbouncer", "migrate", "api1", "api2", "api3", "worker", "haproxy",
+        "postgres", "pgbouncer", "migrate", "api1", "api2", "api3", "worker", "haproxy", "redis",
     }  # fmt: skip
     services = document["services"]
     assert [services[f"api{i}"]["command"] for i in (1, 2, 3)] == [["serve"]] * 3
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["migrate"]["command"] == ["migrate"]
+    # The APIs share their downstream limits through the redis service, each 1 of 3.
+    api_env = services["api1"]["environment"]
+    assert api_env["LOOPWISE_REDIS_URL"].endswith("redis://redis:6379/0}")
+    assert api_env["LOOPWISE_REDIS_PROCESSES"] == "3"
+
+
+def test_kubernetes_shares_limits_through_its_redis() -> None:
+    """config.yaml points every Pod at the redis Service, which redis.yaml defines."""
+    config = _documents(DEPLOY / "kubernetes" / "config.yaml")[0]["data"]
+    redis = {d["kind"]: d for d in _documents(DEPLOY / "kubernetes" / "redis.yaml")}
+    assert config["LOOPWISE_REDIS_URL"] == f"redis://{redis['Service']['metadata']['name']}:6379/0"
+    assert redis["Service"]["spec"]["ports"][0]["port"] == 6379
+    api = {d["kind"]: d for d in _documents(DEPLOY / "kubernetes" / "api.yaml")}
+    assert config["LOOPWISE_REDIS_PROCESSES"] == str(api["Deployment"]["spec"]["replicas"])
 
 
 def test_compose_file_refuses_an_unknown_key() -> None:

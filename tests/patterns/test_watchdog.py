@@ -1,4 +1,4 @@
-"""LoopWatchdog: lag histogram, one log per stall naming the blocking code, under both loops."""
+"""LoopWatchdog: a heartbeat the loop keeps itself, one log per stall naming the blocking code."""
 
 from __future__ import annotations
 
@@ -83,6 +83,38 @@ async def test_stall_is_logged_once_with_the_blocking_function() -> None:
     assert max(lags) == stats.max
     assert sum(stats.counts[stats.buckets.index(0.5) :]) >= 1  # the stall's own sample
     assert sum(stats.counts) == stats.count
+
+
+@pytest.mark.virtual_time
+async def test_the_loop_beats_on_its_own_timer() -> None:
+    """One heartbeat per interval, timed by the loop itself: it follows the loop's clock."""
+    lags: list[float] = []
+    async with LoopWatchdog(interval=0.05, on_lag=lags.append) as dog:
+        await asyncio.sleep(1.025)  # virtual: beats at 0.05, 0.10, ..., 1.00
+        stats = dog.stats()
+    assert stats.count == len(lags) == 20
+    assert sum(stats.counts) == 20
+    assert stats.stalls == 0
+
+
+async def test_no_wakeup_from_another_thread() -> None:
+    """In the common case the thread never wakes the loop: no call_soon_threadsafe."""
+    loop = asyncio.get_running_loop()
+    calls: list[Any] = []
+    threadsafe = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(callback)
+        return threadsafe(callback, *args, **kwargs)
+
+    async with LoopWatchdog(threshold=0.02, interval=0.005) as dog:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loop, "call_soon_threadsafe", counting)
+            # Long enough for the thread to look at the heartbeat many times (>= 0.02 s each).
+            await asyncio.sleep(0.5)
+        beats = dog.stats().count
+    assert beats >= 1  # a lower bound only: a loaded machine runs timers late, never early
+    assert calls == []
 
 
 @BOTH_LOOPS

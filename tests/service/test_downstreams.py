@@ -29,6 +29,7 @@ from loopwise.service.deps import Downstreams_
 from loopwise.service.downstreams import Downstreams, LoyaltyPoints
 from loopwise.service.settings import InvalidSettings, Settings, load_settings
 from loopwise_bench.sim import SimConfig, SimState, create_sim_app
+from tests.cluster.engines import PrivateRedis
 from tests.servers import closed_port, serve_asgi
 
 
@@ -208,3 +209,67 @@ async def test_lifespan_opens_downstreams_in_app_state(
             body = (await client.get("/_probe")).json()
     assert body["configured"] == ["loyalty", "shipments"]
     assert body["points"]["user_id"] == 7
+
+
+def test_settings_validate_the_redis_url() -> None:
+    """LOOPWISE_REDIS_URL must name Redis; empty means unset (per-process limits)."""
+    assert _settings(redis_url="").redis_url is None
+    assert _settings(redis_url="redis://127.0.0.1:6379/0").redis_url == "redis://127.0.0.1:6379/0"
+    with pytest.raises(InvalidSettings, match=r"LOOPWISE_REDIS_URL: .*redis://"):
+        _settings(redis_url="http://redis:6379")
+
+
+async def test_start_up_says_whether_limits_are_shared(
+    sims: tuple[str, SimState, str, SimState], redis_server: PrivateRedis
+) -> None:
+    """The start-up line says per process without LOOPWISE_REDIS_URL, shared with it."""
+    loyalty_url, _, _, _ = sims
+    said = []
+    for redis_url in (None, redis_server.url):
+        settings = _settings(loyalty_url=loyalty_url, redis_url=redis_url)
+        with capture_logs() as logs:
+            async with Downstreams.from_settings(settings) as downstreams:
+                await downstreams.loyalty(1)
+                stats = downstreams.stats()["loyalty"]
+        said.append(next(e["limits"] for e in logs if e["event"] == "downstreams_opened"))
+        assert (stats.limits.shared_in_use is None) == (redis_url is None)
+    assert said == [
+        "per process (LOOPWISE_REDIS_URL unset)",
+        "shared by every process through redis",
+    ]
+
+
+async def test_two_instances_share_one_shipments_limit(
+    sims: tuple[str, SimState, str, SimState], redis_server: PrivateRedis
+) -> None:
+    """Two instances' fan-outs at once, limit 3 through Redis: the tracker sees 3, not 6."""
+    _, _, shipments_url, state = sims
+    state.config = SimConfig(latency_ms=10)
+    settings = _settings(
+        shipments_url=shipments_url,
+        shipments_concurrency=3,
+        shipments_timeout=5,
+        redis_url=redis_server.url,
+        redis_timeout=1.0,  # sharing under test, not the fallback: a generous bound
+    )
+    async with Downstreams.from_settings(settings) as a, Downstreams.from_settings(settings) as b:
+        found = await asyncio.gather(a.shipments(range(1, 16)), b.shipments(range(16, 31)))
+    assert [len(f) for f in found] == [15, 15]
+    assert state.max_in_flight == 3
+
+
+async def test_redis_away_is_logged_once_and_calls_go_on(
+    sims: tuple[str, SimState, str, SimState],
+) -> None:
+    """Redis unreachable from the start: one warning, calls pass on the process's share."""
+    loyalty_url, _, _, _ = sims
+    settings = _settings(loyalty_url=loyalty_url, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    with capture_logs() as logs:
+        async with Downstreams.from_settings(settings) as downstreams:
+            for user in range(5):
+                await downstreams.loyalty(user + 1)
+            stats = downstreams.stats()["loyalty"]
+    assert [e["event"] for e in logs if e["event"].startswith("shared_limits")] == [
+        "shared_limits_fallback"
+    ]
+    assert (stats.limits.fallback, stats.limits.fallback_calls) == (True, 5)

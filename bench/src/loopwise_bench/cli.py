@@ -17,7 +17,15 @@ import typer
 from loopwise.cli.startup import fail, validated_settings
 from loopwise.service.logs import configure_logging, get_logger
 
-__all__ = ["app", "bench", "downstream_sim", "lifecycle", "main", "request_cost"]
+__all__ = [
+    "app",
+    "bench",
+    "downstream_sim",
+    "lifecycle",
+    "main",
+    "request_cost",
+    "shared_limits",
+]
 
 _log = get_logger("loopwise_bench.cli")
 
@@ -217,6 +225,35 @@ def request_cost(
         typer.echo(line)
 
 
+def shared_limits(
+    redis_url: Annotated[
+        str | None, typer.Option(help="A Redis to use; default: a private redis-server.")
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=2, help="Rounds, alternating the limiters.")] = 20,
+    calls: Annotated[int, typer.Option(min=10, help="Calls per limiter per round.")] = 500,
+    rate: Annotated[float, typer.Option(min=0, help="A rate limit too (0: none).")] = 0.0,
+) -> None:
+    """Added latency per call of a limit shared through Redis, against a per-process one."""
+    import asyncio
+
+    from loopwise.patterns import Limits
+    from loopwise_bench.shared_limits import load_average, measure_shared_limit_cost
+
+    # A rate far above what one caller reaches: the token is taken, never waited for.
+    bounds = Limits(concurrency=10, rate=rate or None, burst=1_000_000 if rate else 1)
+    before = load_average()
+    cost = asyncio.run(
+        measure_shared_limit_cost(redis_url, rounds=rounds, calls=calls, bounds=bounds)
+    )
+    typer.echo(
+        f"loopwise-bench shared-limits --rounds {rounds} --calls {calls} --rate {rate:g}: "
+        f"{cost.calls} acquire+release per limiter, one caller, alternating rounds; "
+        f"load average {before} -> {load_average()}"
+    )
+    for name in cost.wall:
+        typer.echo(f"  {name:12} {cost.summary(name)}")
+
+
 app = typer.Typer(
     name="loopwise-bench",
     help="The benchmark lab: load against loopwise and its baselines, and a fake downstream.",
@@ -228,6 +265,7 @@ app.command("run")(bench)
 app.command("downstream-sim")(downstream_sim)
 app.command("lifecycle")(lifecycle)
 app.command("request-cost")(request_cost)
+app.command("shared-limits")(shared_limits)
 
 
 def main() -> None:

@@ -37,6 +37,9 @@ from loopwise.patterns.retries import (
     RetryPolicy,
     retry,
 )
+from loopwise.patterns.shared_breaker import SharedBreaker
+from loopwise.patterns.shared_limits import RedisLimits
+from loopwise.patterns.shared_store import RedisStore, StoreStats
 from loopwise.patterns.watchdog import DEFAULT_LAG_BUCKETS, LagStats, LoopWatchdog
 
 __all__ = [
@@ -73,6 +76,8 @@ __all__ = [
     "PatternError",
     "PoolSaturated",
     "PoolStats",
+    "RedisLimits",
+    "RedisStore",
     "ResourceClosed",
     "ResourceState",
     "Retries",
@@ -81,6 +86,8 @@ __all__ = [
     "RetryOn",
     "RetryPolicy",
     "Saturated",
+    "SharedBreaker",
+    "StoreStats",
     "current_deadline",
     "fail_after",
     "fan_out",

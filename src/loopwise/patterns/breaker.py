@@ -16,7 +16,8 @@ opens it again for another cool-down.
 A block that raises counts as a failure; one that is cancelled counts as nothing (the
 caller gave up, the downstream did not fail). ``on_state_change(name, old, new)`` hears
 every transition: the service logs it and exports it as a metric. Per process, like the
-limits: each instance judges the downstream by its own calls.
+limits: each instance judges the downstream by its own calls
+(:class:`~loopwise.patterns.shared_breaker.SharedBreaker` shares the state through Redis).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import asyncio
 import enum
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from loopwise.patterns.exceptions import CircuitOpen
@@ -147,6 +148,12 @@ class CircuitBreaker:
             self._settle(generation, probing, None if attempt.skipped else attempt.verdict)
             raise
         self._settle(generation, probing, None if attempt.skipped else attempt.verdict is not False)
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[Attempt]:
+        """:meth:`attempt` for async callers; a breaker whose state is shared reads it here."""
+        with self.attempt() as attempt:
+            yield attempt
 
     def stats(self) -> BreakerStats:
         self._evict(_now())

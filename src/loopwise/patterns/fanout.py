@@ -22,6 +22,9 @@
 Fan out across different resources (PostgreSQL and two HTTP services), not several queries
 to the same PostgreSQL: one round trip with a fused query beats three pooled connections.
 
+Inside a recorded trace each branch runs in a span of its own (``fan_out loyalty``):
+whether it is required, its budget in seconds, and whether it degraded, why, and to what.
+
 ``within`` bounds the branches themselves, so an optional branch can still fall back at
 the very end of the budget. A caller's enclosing ``fail_after()`` that expires at the same
 instant cancels the call as a whole instead; give the request's budget as ``within``.
@@ -35,12 +38,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from opentelemetry import trace
+
 from loopwise.patterns.deadlines import current_deadline, fail_after
 from loopwise.patterns.exceptions import DeadlineExceeded, ResourceClosed
 
 __all__ = ["Branch", "FanOutResult", "fan_out", "optional", "required"]
 
 T = TypeVar("T")
+
+# The global API's tracer: a no-op until an application installs an SDK provider.
+_tracer = trace.get_tracer("loopwise.patterns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +139,33 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
     reasons: dict[str, str] = {}
     elapsed: dict[str, float] = {}
     failures: list[BaseException] = []
+    failed: set[str] = set()
+    # Spans only inside a recorded trace: untraced, a branch costs one context lookup more.
+    traced = trace.get_current_span().is_recording()
 
     async def run(branch: Branch[Any]) -> None:
         started = loop.time()
         budget = end - started
         if branch.timeout is not None:
             budget = min(budget, branch.timeout)
+        if not traced:
+            await attempt(branch, started, budget)
+            return
+        with _tracer.start_as_current_span(
+            f"fan_out {branch.name}",
+            attributes={
+                "loopwise.branch.required": branch.is_required,
+                "loopwise.branch.budget_s": budget if math.isfinite(budget) else -1.0,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await attempt(branch, started, budget)
+            finally:
+                _annotate(span, branch, reasons.get(branch.name), branch.name in failed)
+
+    async def attempt(branch: Branch[Any], started: float, budget: float) -> None:
         try:
             if math.isinf(budget):
                 values[branch.name] = await branch.run()
@@ -148,6 +177,7 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
                 kind = "required" if branch.is_required else "optional"
                 exc.add_note(f"in {kind} fan-out branch {branch.name!r}")
                 failures.append(exc)
+                failed.add(branch.name)
                 raise
             values[branch.name] = branch.fallback
             reasons[branch.name] = (
@@ -175,3 +205,13 @@ async def fan_out(*branches: Branch[Any], within: float | None = None) -> FanOut
         reasons=reasons,
         elapsed=elapsed,
     )
+
+
+def _annotate(span: trace.Span, branch: Branch[Any], reason: str | None, failed: bool) -> None:
+    """What became of ``branch``, on its span: degraded and why, or failed."""
+    span.set_attribute("loopwise.branch.degraded", reason is not None)
+    if reason is not None:
+        span.set_attribute("loopwise.branch.reason", reason)
+        span.add_event("fallback", {"reason": reason, "fallback": repr(branch.fallback)[:200]})
+    elif failed:
+        span.set_status(trace.StatusCode.ERROR)

@@ -17,8 +17,9 @@ time to take its fallback (and a slot with no time left to use it is worthless a
 
 **These limits are per process.** Each worker process, and each instance behind a load
 balancer, has its own; N instances with ``concurrency=10`` may send 10 * N concurrent calls.
-A limit that must hold across instances needs a shared store (Redis, PostgreSQL); whatever
-implements it only has to offer :class:`Limiter`'s two methods.
+A limit that must hold across instances needs a shared store:
+:class:`~loopwise.patterns.shared_limits.RedisLimits` offers :class:`Limiter`'s two methods
+with its state in Redis.
 
 Per-key state is forgotten once a key has been idle for ``forget_idle_after`` seconds (with
 a full rate bucket, so forgetting changes no decision); an unbounded set of keys cannot leak
@@ -85,7 +86,12 @@ class KeyStats:
 
 @dataclass(frozen=True, slots=True)
 class LimitsStats:
-    """A snapshot of every tracked key, and totals that survive forgotten keys."""
+    """A snapshot of every tracked key, and totals that survive forgotten keys.
+
+    ``shared_in_use`` is None for per-process limits; for shared ones it is the slots every
+    process holds, as the store last said. ``fallback`` is True while shared limits run on
+    this process's share instead; ``fallback_calls`` counts the calls admitted so.
+    """
 
     name: str
     concurrency: int | None
@@ -93,6 +99,9 @@ class LimitsStats:
     admitted: int
     rejected: int
     keys: dict[str, KeyStats]
+    shared_in_use: int | None = None
+    fallback: bool = False
+    fallback_calls: int = 0
 
 
 class Limiter(Protocol):

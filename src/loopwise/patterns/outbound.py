@@ -30,6 +30,10 @@ Answers below 500 are returned (a 404 is an answer); 5xx and 429 raise
 :class:`DownstreamStatusError` once retries are over. The breaker counts transport errors,
 timeouts and 5xx as failures; 429 is back-pressure, not a fault.
 
+Inside a trace, each call is a CLIENT span (``GET loyalty``): one ``attempt`` event per
+try with the breaker's state, the ``limit`` wait, the ``send`` timeout, the failure if any;
+its ``traceparent`` goes out with the request. Outside a trace none of that runs.
+
 Cancelling a call (a deadline, a fan-out that stopped early) must not poison the pool
 (httpx issue 1461); ``tests/patterns/test_outbound_server.py`` proves it against a server.
 """
@@ -44,6 +48,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from loopwise.patterns.breaker import Attempt, BreakerStats, CircuitBreaker
 from loopwise.patterns.cancel_safe import CancelSafeTransport
@@ -66,6 +72,9 @@ __all__ = [
     "DownstreamStats",
     "Retries",
 ]
+
+# The global API's tracer: a no-op until an application installs an SDK provider.
+_tracer = trace.get_tracer("loopwise.patterns")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -217,6 +226,27 @@ class Downstream(AsyncResource):
             method, url, params=params, headers=headers, json=json, content=content
         )
         retryable = request.method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        if not trace.get_current_span().get_span_context().is_valid:
+            return await self._call(request, retryable=retryable)
+        with _tracer.start_as_current_span(
+            f"{request.method} {self.name}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "loopwise.downstream": self.name,
+                "http.request.method": request.method,
+                "url.full": str(request.url.copy_with(query=None)),
+                "loopwise.downstream.timeout_s": self.timeout,
+                "loopwise.downstream.retryable": retryable,
+            },
+        ) as span:
+            # The client span's context, even unsampled: the downstream continues the trace.
+            propagate.inject(request.headers)
+            response = await self._call(request, retryable=retryable)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _call(self, request: httpx.Request, *, retryable: bool) -> httpx.Response:
+        assert self._client is not None  # open: checked by request()
         if not retryable:
             return await self._attempt(self._client, request)
         return await self._retries.call(self._attempt, self._client, request)
@@ -227,9 +257,16 @@ class Downstream(AsyncResource):
         )
 
     async def _attempt(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-        with self.breaker.attempt() as verdict:
+        span = trace.get_current_span()
+        recording = span.is_recording()
+        if recording:
+            span.add_event("attempt", {"breaker": self.breaker.state.value})
+        async with self.breaker.admit() as verdict:
             try:
+                asked = time.perf_counter()
                 async with self.limits.acquire(_host_key(request.url)):
+                    if recording:
+                        span.add_event("limit", {"wait_s": time.perf_counter() - asked})
                     response = await self._send(client, request, verdict)
             except LimitTimeout:
                 verdict.skip()  # our own limit refused: says nothing about the downstream
@@ -254,6 +291,9 @@ class Downstream(AsyncResource):
             verdict.skip()
             raise DeadlineExceeded(f"{self.name}: no time left for the call")
         request.extensions["timeout"] = httpx.Timeout(budget).as_dict()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("send", {"timeout_s": budget, "by_deadline": by_deadline})
         try:
             async with asyncio.timeout(budget):
                 return await client.send(request)

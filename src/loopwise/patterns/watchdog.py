@@ -1,21 +1,30 @@
-"""A thread beside the event loop that measures its lag and names the code that blocks it.
+"""A heartbeat the event loop keeps and a thread that names the code blocking it.
 
     async with LoopWatchdog(threshold=0.1) as watchdog:   # from inside the loop to watch
         ...                                              # serve
         watchdog.stats()   # LagStats(count=..., max=..., stalls=..., buckets=..., ...)
 
-A blocked loop cannot watch itself, and asyncio's slow-callback report (debug mode) exists
-neither under uvloop nor in production. So a thread does it: every ``interval`` it asks the
-loop to run a tiny callback (``call_soon_threadsafe``) and measures how late it runs. That
-delay is the loop lag every request feels, kept as a histogram. When the callback has not
-run after ``threshold``, the loop is stalled: the thread takes the loop thread's current
-stack (``sys._current_frames()``), which is the code blocking it, and logs it once; when
-the callback finally runs it logs how long the stall lasted.
+The loop times itself: every ``interval`` a timer of its own (``call_later``, no wake-up
+from another thread) runs a tiny callback that reads the clock, records how late it ran
+(the lag every request feels, kept as a histogram) and schedules the next one. That is
+the heartbeat.
 
-Cost: one callback on the loop per ``interval`` (a clock read and an event set, a few
-microseconds), and a thread that sleeps in between: far below 1% of a core at the defaults.
-A stall is detected for sure when it lasts ``threshold + interval``; shorter ones above
-``threshold`` are caught when a probe lands in them.
+A blocked loop cannot report its own stall, and asyncio's slow-callback report (debug
+mode) exists neither under uvloop nor in production. So a thread watches the heartbeat:
+it sleeps until the moment the pending beat would be ``threshold`` late, reads two
+attributes, and goes back to sleep, about once per ``threshold``. When the beat is that
+late, the loop is stalled: the thread takes the loop thread's current stack
+(``sys._current_frames()``), which is the code blocking it, and logs it once; when the
+heartbeat resumes it logs how long the stall lasted.
+
+Why not a thread that probes the loop (``call_soon_threadsafe`` each ``interval``, then
+waits for the answer): per probe it takes the GIL twice, each time forcing the busy loop
+to hand it over, and wakes the loop through its self-pipe. Paired rounds of the service
+measured that design at a median 0.83x throughput on/off (``loopwise-bench run -s
+watchdog``, load average 13 to 18). Here the loop pays one timer callback per ``interval``
+(about 7 us warm) and the thread wakes about once per ``threshold``; the figures are in
+docs/patterns/never-block.md. A stall is detected exactly when the pending beat is
+``threshold`` late, so any stall lasting ``threshold + interval`` is seen.
 """
 
 from __future__ import annotations
@@ -77,30 +86,16 @@ class LagStats:
     stalled: bool
 
 
-class _Probe:
-    """One heartbeat: set on the loop thread when the loop gets round to it."""
-
-    __slots__ = ("acked", "at")
-
-    def __init__(self) -> None:
-        self.acked = threading.Event()
-        self.at = 0.0
-
-    def ack(self) -> None:  # the only code the watchdog runs on the loop
-        self.at = time.monotonic()
-        self.acked.set()
-
-
 class LoopWatchdog(AsyncResource):
-    """Watch the running loop from a thread of its own; an async context manager.
+    """Keep a heartbeat on the running loop and watch it from a thread; an async context manager.
 
     Args:
         threshold: seconds the loop may be unresponsive before it counts as stalled.
-        interval: seconds between probes; the lag histogram gets one sample per probe.
+        interval: seconds between heartbeats; the lag histogram gets one sample per beat.
         buckets: the histogram's upper bounds in seconds, ascending.
         logger: a structlog logger; ``loopwise.watchdog`` by default.
-        on_lag: called with each lag sample (seconds) in the watchdog thread, e.g. a
-            metrics histogram's ``observe``; it must be quick and thread-safe.
+        on_lag: called with each lag sample (seconds) on the loop, e.g. a metrics
+            histogram's ``observe``; it must be quick.
     """
 
     def __init__(
@@ -124,8 +119,8 @@ class LoopWatchdog(AsyncResource):
         self._log = logger or structlog.get_logger(logger_name="loopwise.watchdog")
         self._on_lag = on_lag
         self._stop = threading.Event()
-        # The histogram is written by the watchdog thread and read by stats() on the
-        # loop: the lock keeps a snapshot's count, sum and buckets consistent.
+        # The histogram is written on the loop and the stall state by the thread; the
+        # lock keeps a snapshot consistent. Uncontended, it costs well under a microsecond.
         self._lock = threading.Lock()
         self._counts = [0] * (len(self._buckets) + 1)
         self._count = 0
@@ -133,6 +128,12 @@ class LoopWatchdog(AsyncResource):
         self._max = 0.0
         self._stalls = 0
         self._stalled = False
+        # The heartbeat, written only on the loop, read by the thread: the monotonic time
+        # the pending beat is due, and the lag of the last beat that ran past threshold.
+        # Each is one attribute, replaced whole, so a read never sees half an update.
+        self._due = 0.0
+        self._late_lag = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._exited: asyncio.Future[None] | None = None
 
     def stats(self) -> LagStats:
@@ -154,6 +155,7 @@ class LoopWatchdog(AsyncResource):
     async def _aopen(self) -> None:
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
+        self._schedule(loop, time.monotonic())
         thread = threading.Thread(
             target=self._watch,
             args=(loop, threading.get_ident(), self._exited),
@@ -163,44 +165,63 @@ class LoopWatchdog(AsyncResource):
         thread.start()
 
     async def _aclose(self) -> None:
-        """Stop the thread and wait until it has finished."""
+        """Stop the heartbeat and the thread, and wait until the thread has finished."""
+        if self._timer is not None:
+            self._timer.cancel()
         self._stop.set()
         if self._exited is not None:
             await asyncio.shield(self._exited)
 
-    # Everything below runs in the watchdog thread.
+    # The heartbeat: runs on the loop.
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self._due = now + self._interval
+        self._timer = loop.call_later(self._interval, self._beat, loop)
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        # A timer may fire a little early (the selector's timeout is rounded): never < 0.
+        lag = max(now - self._due, 0.0)
+        if lag >= self._threshold:
+            self._late_lag = lag
+        with self._lock:
+            self._counts[bisect.bisect_left(self._buckets, lag)] += 1
+            self._count += 1
+            self._sum += lag
+            self._max = max(self._max, lag)
+        if self._on_lag is not None:
+            self._on_lag(lag)
+        self._schedule(loop, now)
+
+    # The watcher: runs in its own thread.
 
     def _watch(
         self, loop: asyncio.AbstractEventLoop, loop_thread: int, exited: asyncio.Future[None]
     ) -> None:
         try:
-            while not self._stop.wait(self._interval):
-                if not self._probe(loop, loop_thread):
+            while True:
+                due = self._due
+                if self._stop.wait(max(due + self._threshold - time.monotonic(), 0.0)):
+                    return
+                if self._due != due or time.monotonic() - due < self._threshold:
+                    continue  # the loop has beaten since, or the wait ended early
+                if loop.is_closed() or not self._follow_stall(loop, loop_thread, due):
                     return
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(_set_done, exited)
 
-    def _probe(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> bool:
-        """Measure one heartbeat; False when the loop is gone."""
-        probe = _Probe()
-        sent = time.monotonic()
-        try:
-            loop.call_soon_threadsafe(probe.ack)
-        except RuntimeError:  # closed without stopping us
-            return False
-        if probe.acked.wait(self._threshold):
-            self._observe(probe.at - sent)
-            return True
-        self._report_stall(sys._current_frames().get(loop_thread), time.monotonic() - sent)
-        while not probe.acked.wait(self._threshold):
-            if loop.is_closed():
+    def _follow_stall(self, loop: asyncio.AbstractEventLoop, loop_thread: int, due: float) -> bool:
+        """Report the stall of the beat due at ``due`` and wait for its end; False to quit."""
+        self._report_stall(sys._current_frames().get(loop_thread), time.monotonic() - due)
+        while self._due == due:
+            if self._stop.wait(self._threshold) or loop.is_closed():
                 return False
-        duration = probe.at - sent
-        self._observe(duration, stall_ended=True)
+        with self._lock:
+            self._stalled = False
         self._log.warning(
             "event_loop_stall_ended",
-            duration_ms=round(duration * 1000, 1),
+            duration_ms=round(self._late_lag * 1000, 1),
             threshold_ms=round(self._threshold * 1000, 1),
         )
         return True
@@ -220,18 +241,6 @@ class LoopWatchdog(AsyncResource):
             ),
             stack="".join(stack.format()) if stack else None,
         )
-
-    def _observe(self, lag: float, *, stall_ended: bool = False) -> None:
-        lag = max(lag, 0.0)
-        with self._lock:
-            self._counts[bisect.bisect_left(self._buckets, lag)] += 1
-            self._count += 1
-            self._sum += lag
-            self._max = max(self._max, lag)
-            if stall_ended:
-                self._stalled = False
-        if self._on_lag is not None:
-            self._on_lag(lag)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

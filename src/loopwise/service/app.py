@@ -43,6 +43,7 @@ from loopwise.service.migrate import expected_revision
 from loopwise.service.redaction import secrets_of
 from loopwise.service.settings import Settings, load_settings
 from loopwise.service.state import AppState
+from loopwise.service.tracing import TraceRequests, Tracing
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -91,6 +92,10 @@ def create_app(
         async with AsyncExitStack() as stack:
             if handle_sigterm:
                 await stack.enter_async_context(drain.handling_sigterm())
+            if settings.otel_enabled:
+                # In the lifespan, so in each server worker after the fork (the exporter's
+                # thread would not survive it); closed last, it flushes every other's spans.
+                metrics.track("tracing", await stack.enter_async_context(Tracing()))
             blocking, watchdog = await _open_off_loop(stack, settings, metrics)
             db = await stack.enter_async_context(Database.from_settings(settings, dsn))
             metrics.track("db_pool", db)
@@ -154,11 +159,10 @@ def create_app(
         # Relative: the server that served this document, wherever it is deployed.
         servers=[{"url": "/", "description": "The server that serves this document."}],
         # FastAPI's own OpenTelemetry instrumentation asks for the global providers on
-        # every request even when none is configured; with LOOPWISE_OTEL_ENABLED off (we
-        # export Prometheus) that is skipped. On, FastAPI's defaults apply.
-        telemetry=None
-        if settings.otel_enabled
-        else {"tracing": False, "metrics": False, "logs": False},
+        # every request even when none is configured. Off: metrics are Prometheus's, and
+        # the request spans are service/tracing.py's (docs/operations/observability.md
+        # compares the costs).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Served from this process's own assets (api_docs.py), not FastAPI's CDN pages.
         docs_url=None,
         redoc_url=None,
@@ -188,6 +192,8 @@ def create_app(
     app.add_middleware(
         RequestLog, observe=metrics.observe_request if settings.metrics_enabled else None
     )
+    if settings.otel_enabled:
+        app.add_middleware(TraceRequests)  # around the access log, which then has its ids
     app.add_middleware(AdmissionControl, gate=gate)  # sheds before anything of the app runs
     # Outside the gate: a request takes a slot only once its body has arrived.
     app.add_middleware(

@@ -11,6 +11,11 @@ the caller's decision, made in one place: the overview runs each call as an opti
 :func:`~loopwise.patterns.fan_out` branch, whose ``degraded`` list is the only record of
 what fell back. Breaker transitions are logged; :meth:`Downstreams.stats` gives the
 snapshots the metrics endpoint exports.
+
+With ``LOOPWISE_REDIS_URL`` set, each downstream's concurrency and rate limits and its
+breaker are shared by every process through Redis (:class:`~loopwise.patterns.RedisLimits`,
+:class:`~loopwise.patterns.SharedBreaker`); the :class:`~loopwise.patterns.RedisStore` opens
+and closes with the downstreams. Unset, they are per process, and start-up says so.
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ from loopwise.patterns import (
     Downstream,
     DownstreamError,
     DownstreamStats,
+    Limiter,
     Limits,
+    RedisLimits,
+    RedisStore,
     ResourceClosed,
+    SharedBreaker,
     fail_after,
     stream_all,
     time_left,
@@ -61,12 +70,41 @@ def _on_breaker_change(name: str, old: CircuitState, new: CircuitState) -> None:
     log("downstream_breaker_changed", downstream=name, old=old.value, new=new.value)
 
 
-class Downstreams(AsyncResource):
-    """The configured downstreams, opened together for the app's lifetime."""
+def _on_store_mode(shared: bool, reason: str) -> None:
+    # One line on entering the fallback, one on leaving it (the store reports nothing else).
+    if shared:
+        _log.info("shared_limits_resumed", reason=reason)
+    else:
+        _log.warning("shared_limits_fallback", reason=reason)
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
+
+class Downstreams(AsyncResource):
+    """The configured downstreams, opened together for the app's lifetime.
+
+    Args:
+        settings: the URLs, timeouts and limits; ``redis_url`` shares the limits.
+        transport: an httpx transport for every downstream (tests).
+        store: the Redis to share limits and breakers through; by default one for
+            ``settings.redis_url`` when set. Opened and closed with the downstreams.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: RedisStore | None = None,
+    ):
         self._settings = settings
         self._transport = transport
+        if store is None and settings.redis_url is not None:
+            store = RedisStore.from_url(
+                settings.redis_url,
+                timeout=settings.redis_timeout,
+                instances=settings.redis_processes,
+                on_mode_change=_on_store_mode,
+            )
+        self._store = store
         self._stack = AsyncExitStack()
         self._loyalty: Downstream | None = None
         self._shipments: Downstream | None = None
@@ -82,6 +120,8 @@ class Downstreams(AsyncResource):
     async def _aopen(self) -> None:
         s = self._settings
         async with AsyncExitStack() as stack:
+            if self._store is not None and (s.loyalty_url or s.shipments_url):
+                await stack.enter_async_context(self._store)
             if s.loyalty_url is not None:
                 self._loyalty = await stack.enter_async_context(
                     self._open(
@@ -103,7 +143,15 @@ class Downstreams(AsyncResource):
                     )
                 )
             self._stack = stack.pop_all()
-        _log.info("downstreams_opened", configured=sorted(self.stats()))
+        _log.info(
+            "downstreams_opened",
+            configured=sorted(self.stats()),
+            limits=(
+                "per process (LOOPWISE_REDIS_URL unset)"
+                if self._store is None
+                else "shared by every process through redis"
+            ),
+        )
 
     async def _aclose(self) -> None:
         await self._stack.aclose()
@@ -178,13 +226,14 @@ class Downstreams(AsyncResource):
     def _open(
         self, name: str, url: str, timeout: float, concurrency: int, rate: float
     ) -> Downstream:
+        bounds = Limits(concurrency=concurrency, rate=rate or None)
+        limits: Limits | Limiter = bounds
+        breaker = CircuitBreaker(name, on_state_change=_on_breaker_change)
+        if self._store is not None:
+            limits = RedisLimits(self._store, name, bounds, lease=self._settings.redis_lease)
+            breaker = SharedBreaker(self._store, name, on_state_change=_on_breaker_change)
         return Downstream(
-            name,
-            url,
-            timeout=timeout,
-            limits=Limits(concurrency=concurrency, rate=rate or None),
-            breaker=CircuitBreaker(name, on_state_change=_on_breaker_change),
-            transport=self._transport,
+            name, url, timeout=timeout, limits=limits, breaker=breaker, transport=self._transport
         )
 
     @staticmethod

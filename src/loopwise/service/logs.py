@@ -3,7 +3,8 @@
 Our own events go through structlog's fast path (a filtering bound logger); third-party
 records from the standard library (alembic, granian, asyncpg) are rendered by the same
 processors so every line has one shape. Both write into one :class:`LineWriter`, whose
-thread does the writing, so a slow reader of stderr never stalls the event loop.
+thread does the writing, so a slow reader of stderr never stalls the event loop. Lines
+logged inside a sampled span carry its ``trace_id`` and ``span_id``.
 
 The access log (one line per request, :func:`log_request`) is the one event on every
 request's path: in JSON it is rendered here directly, to the line structlog's chain would
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any, Literal, TextIO, cast
 
 import structlog
+from opentelemetry import trace
 
 from loopwise.service.logwriter import LineWriter
 from loopwise.service.outages import QuietOutages
@@ -71,6 +73,7 @@ def configure_logging(
     shared: list[Any] = [
         _logger_key,
         structlog.contextvars.merge_contextvars,
+        _trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -112,6 +115,17 @@ def _logger_key(logger: Any, method: str, event: dict[str, Any]) -> dict[str, An
     return event
 
 
+def _trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    # The span in force, if sampled (service/tracing.py): a log line and its trace find
+    # each other by these; an unsampled trace is nowhere to be found, so it is not named.
+    # Without tracing there is never a span, and this is one context lookup.
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.trace_flags.sampled:
+        event["trace_id"] = f"{span_context.trace_id:032x}"
+        event["span_id"] = f"{span_context.span_id:016x}"
+    return event
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger whose events carry ``logger=name``."""
     return structlog.get_logger(logger_name=name)
@@ -144,6 +158,7 @@ def log_request(method: str, path: str, status: int, duration_ms: float) -> None
     }
     for key, value in structlog.contextvars.get_contextvars().items():
         event.setdefault(key, redactor.scrub(key, value))
+    _trace_ids(None, "info", event)
     event["level"] = "info"
     now = datetime.datetime.now(tz=datetime.UTC)
     event["timestamp"] = now.isoformat().replace("+00:00", "Z")

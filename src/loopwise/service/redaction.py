@@ -9,7 +9,8 @@ exception text and tracebacks included, since they are rendered to text before i
 - the password of any URL with credentials (``postgresql://app:pw@db/app`` becomes
   ``postgresql://app:***@db/app``), whatever its scheme;
 - ``Bearer <token>`` wherever it appears;
-- the literal values it was told are secret: the database password, the SMTP password.
+- the literal values it was told are secret: the database password, the SMTP password,
+  the values of the OTLP exporter's headers (``OTEL_EXPORTER_OTLP_HEADERS``: API keys).
 
 Tracebacks never show local variables (the console renderer's rich default did, which put
 the database URL with its password into one start-up failure 13 times).
@@ -17,8 +18,9 @@ the database URL with its password into one start-up failure 13 times).
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -79,10 +81,13 @@ class Redactor:
         return _BEARER.sub(rf"\g<head>{REDACTED}", text)
 
 
-def secrets_of(settings: Any) -> list[str]:
-    """The literal secrets in ``settings``: the database URL's password, the SMTP password.
+def secrets_of(settings: Any, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The literal secrets in ``settings`` and ``environ``.
 
-    Both the raw and the percent-decoded password, since either may reach a message.
+    The database URL's password, the SMTP password, and the header values the OTLP
+    exporter sends (``OTEL_EXPORTER_OTLP_HEADERS`` and its traces-only twin), which
+    collectors take as credentials. Both the raw and the percent-decoded form, since
+    either may reach a message.
     """
     found: list[str] = []
     url = getattr(settings, "database_url", None)
@@ -93,4 +98,10 @@ def secrets_of(settings: Any) -> list[str]:
     smtp = getattr(settings, "smtp_password", None)
     if smtp is not None:
         found.append(smtp.get_secret_value())
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        # The W3C Baggage-like list the SDK parses: "key1=value1,key2=value2".
+        for pair in environ.get(variable, "").split(","):
+            _, _, value = pair.partition("=")
+            if value.strip():
+                found += [value.strip(), unquote(value.strip())]
     return found

@@ -96,14 +96,15 @@ class Settings(BaseSettings):
     # Never block the event loop (docs/patterns/never-block.md).
     watchdog_enabled: bool = True
     watchdog_threshold: float = Field(default=0.1, gt=0, le=60)  # seconds: a stall
-    watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between probes
+    watchdog_interval: float = Field(default=0.05, ge=0.001, le=60)  # seconds between heartbeats
     blocking_workers: int = Field(default=8, ge=1, le=256)  # threads for blocking calls
     blocking_queue: int = Field(default=64, ge=0, le=100_000)  # callers that may wait
     metrics_enabled: bool = True  # serve GET /metrics
     # Responses: gzip bodies of at least this many bytes when the client accepts gzip
     # (docs/api/contract.md); smaller ones gain less than the header and CPU cost. 0: off.
     gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
-    # FastAPI's native OpenTelemetry spans and metrics, for an app with an OTel SDK set up.
+    # OpenTelemetry traces over OTLP, configured by the standard OTEL_* variables
+    # (service/tracing.py); off, no span work runs per request.
     otel_enabled: bool = False
     # Accounts. Passwords are hashed with argon2id (RFC 9106's second recommended
     # profile by default: t=3, 64 MiB, p=4) on a bounded thread pool, one worker per core:
@@ -134,8 +135,9 @@ class Settings(BaseSettings):
     session_cache_size: int = Field(default=100_000, ge=1, le=10_000_000)
     # One deadline for GET /users/me/overview, its downstream branches included.
     overview_deadline: PositiveSeconds = 1.0
-    # Optional downstream services the overview calls; unset means not called. Limits are
-    # per process: N instances make N times the calls. A rate of 0 means no rate limit.
+    # Optional downstream services the overview calls; unset means not called. A rate of 0
+    # means no rate limit. Without LOOPWISE_REDIS_URL limits and breakers are per process
+    # (N processes make N times the calls); with it every process shares them.
     loyalty_url: str | None = None
     loyalty_timeout: PositiveSeconds = 0.3
     loyalty_concurrency: int = Field(default=20, ge=1, le=10_000)
@@ -144,6 +146,14 @@ class Settings(BaseSettings):
     shipments_timeout: PositiveSeconds = 0.3
     shipments_concurrency: int = Field(default=20, ge=1, le=10_000)
     shipments_rate: float = Field(default=0.0, ge=0, le=1_000_000)
+    # Shared outbound limits and breakers (docs/operations/downstreams.md, "Shared limits").
+    # Each Redis command may take `redis_timeout` seconds; past it, or with Redis away, each
+    # process falls back to limit // `redis_processes` (set it to the number of processes
+    # sharing the limits) until Redis answers again. A slot is held `redis_lease` at most.
+    redis_url: str | None = None
+    redis_timeout: float = Field(default=0.05, gt=0, le=5)
+    redis_processes: int = Field(default=1, ge=1, le=10_000)
+    redis_lease: PositiveSeconds = 10.0
 
     # Logs: "auto" is JSON when stderr is not a terminal.
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -219,6 +229,15 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

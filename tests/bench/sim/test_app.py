@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from loopwise_bench.sim import SimConfig, SimState, create_sim_app
+from tests.process_guard import kill_group, run_process, spawn
 from tests.servers import closed_port, serve_asgi
 
 
@@ -81,7 +82,7 @@ async def test_the_command_serves_the_simulator() -> None:
     """`loopwise-bench downstream-sim` serves both APIs on the given port and stops on SIGTERM."""
     port = closed_port()
     command = Path(sys.executable).parent / "loopwise-bench"
-    process = await asyncio.create_subprocess_exec(
+    process = await spawn(
         str(command),
         "downstream-sim",
         "--port",
@@ -99,7 +100,11 @@ async def test_the_command_serves_the_simulator() -> None:
             assert (await client.get("/shipments/5")).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
+        try:
+            async with asyncio.timeout(20):
+                await process.wait()
+        finally:
+            kill_group(process.pid)
             await process.wait()
 
 
@@ -116,14 +121,14 @@ async def _first_answer(client: httpx.AsyncClient, path: str) -> httpx.Response:
 async def test_the_command_refuses_bad_options() -> None:
     """A bad option ends the command with status 2 and one line naming it."""
     command = Path(sys.executable).parent / "loopwise-bench"
-    process = await asyncio.create_subprocess_exec(
+    status, _, stderr = await run_process(
         str(command),
         "downstream-sim",
         "--error-rate",
         "1.5",
+        within=60,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await process.communicate()
-    assert process.returncode == 2
+    assert status == 2
     assert "--error-rate" in stderr.decode()

@@ -23,6 +23,7 @@ from loopwise.service.db import Database
 from loopwise.service.http.metrics import Metrics
 from loopwise.service.settings import Settings
 from loopwise_bench.sim import SimConfig, create_sim_app
+from tests.process_guard import kill_group, spawn
 from tests.servers import serve_asgi
 
 
@@ -225,7 +226,7 @@ async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) 
         "LOOPWISE_LOG_LEVEL": "warning",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = await asyncio.create_subprocess_exec(
+    server = await spawn(
         str(Path(sys.executable).parent / "loopwise"),
         "serve",
         env=env,
@@ -251,6 +252,7 @@ async def test_workers_share_one_exposition(settings: Settings, tmp_path: Path) 
     finally:
         server.terminate()
         await server.wait()
+        kill_group(server.pid)
     count = "loopwise_http_request_duration_seconds_count"
     assert value(text, count, method="GET", route="unmatched", status="404") == 10
     assert named(text, "loopwise_build_info") == [1]  # one build, not one per worker

@@ -25,6 +25,9 @@ from tests.node import CLIENTS, install, run, tool
 from tests.service.accounts import conftest as accounts
 from tests.service.accounts.conftest import Account, MakeAccount
 
+# Module-scoped fixtures (a server, generated code): one xdist worker runs the module.
+pytestmark = pytest.mark.xdist_group("openapi")
+
 make_account = accounts.make_account  # the accounts tests' fixture, shared by name
 
 # Answers no scenario here drives, each with where it is proven instead.

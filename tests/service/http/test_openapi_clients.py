@@ -25,7 +25,11 @@ from fastapi import FastAPI
 from loopwise.service.app import create_app
 from loopwise.service.settings import load_settings
 from tests.node import CLIENTS, NODE, install, node_env, run, tool
+from tests.process_guard import run_process
 from tests.servers import serve_asgi
+
+# Module-scoped fixtures (a server, generated code): one xdist worker runs the module.
+pytestmark = pytest.mark.xdist_group("openapi_clients")
 
 Tour = Callable[[str], Awaitable[list[str]]]
 
@@ -134,17 +138,16 @@ async def test_python_client_runs_the_tour(app: FastAPI, python_tour: Tour) -> N
 async def test_typescript_client_runs_the_tour(app: FastAPI, typescript_tour: Path) -> None:
     """The tour compiled with tsc --strict against openapi-typescript's types runs in node."""
     async with serve_asgi(app) as base_url:
-        proc = await asyncio.create_subprocess_exec(
+        status, stdout, stderr = await run_process(
             NODE,
             str(typescript_tour),
             base_url,
+            within=120,
             env=node_env(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        async with asyncio.timeout(120):
-            stdout, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
+    assert status == 0, stderr.decode()
     assert json.loads(stdout) == TOUR_STEPS
 
 

@@ -22,7 +22,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from loopwise.service.app import create_app
 from loopwise.service.settings import load_settings
 from tests.pg import with_database
+from tests.process_guard import kill_group, own_group
 from tests.processes import _env, free_port
+
+# Module-scoped fixtures (a server, generated code): one xdist worker runs the module.
+pytestmark = pytest.mark.xdist_group("schemathesis")
 
 # Examples per operation: a few hundred requests in all over the ~15 operations, which
 # runs in about a minute on a busy 2-core machine.
@@ -66,12 +70,14 @@ def served_url(
         }
     )
     log_file = log.open("wb")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # a synchronous fixture: spawn()'s Popen, without the loop
         [sys.executable, "-m", "loopwise", "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log_file,
+        start_new_session=True,
     )
+    own_group(proc.pid)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -92,6 +98,7 @@ def served_url(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        kill_group(proc.pid)
         log_file.close()
         _sql(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.process_guard import kill_group, spawn
+
 __all__ = ["WorkerProcesses", "worker_env"]
 
 
@@ -50,7 +52,7 @@ class WorkerProcesses:
         log = await asyncio.to_thread(open, self._workdir / f"worker-{slot}.log", "ab")
         try:
             # cwd is a scratch directory so no developer's .env leaks into the settings.
-            self._procs[slot] = await asyncio.create_subprocess_exec(
+            self._procs[slot] = await spawn(
                 sys.executable,
                 "-m",
                 "loopwise",
@@ -67,7 +69,7 @@ class WorkerProcesses:
     async def kill_and_restart(self, slot: int) -> None:
         """SIGKILL the slot's process (no cleanup of any kind), wait for it, start another."""
         proc = self._procs[slot]
-        proc.send_signal(signal.SIGKILL)
+        kill_group(proc.pid)
         await proc.wait()
         self.kills += 1
         await self.start(slot, self._envs[slot])
@@ -82,6 +84,5 @@ class WorkerProcesses:
                 return [await proc.wait() for proc in self._procs.values()]
         finally:
             for proc in self._procs.values():
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                kill_group(proc.pid)
+                await proc.wait()

@@ -6,7 +6,7 @@
     sources.track("jobs_queue", QueueDepth(db)) # async .stats() -> counts by state
 
 Admission control, the loop watchdog, the off-loop pools, the database pool, the
-downstreams, the job queue and worker, and the session cache each report a cheap
+downstreams, the job queue and worker, the session cache and the span exporter each report a cheap
 snapshot through ``stats()``. :class:`MetricSources` keeps the sources by the metric family
 they feed and copies their snapshots into its gauges and counters when
 :meth:`MetricSources.refresh` runs (at scrape time, or once a second in multiprocess mode),
@@ -53,6 +53,7 @@ FAMILIES = (
     "jobs",
     "jobs_queue",
     "session_cache",
+    "tracing",
 )
 
 
@@ -104,6 +105,12 @@ class _WorkerStats(Protocol):
     completed: int
     retried: int
     dead: int
+
+
+class _TracingStats(Protocol):
+    exported: int
+    dropped_queue_full: int
+    dropped_export_failed: int
 
 
 class _SessionCacheStats(Protocol):
@@ -195,9 +202,24 @@ class MetricSources:
         self._ds_waiting = gauge(
             "loopwise_downstream_waiting", "Calls waiting for a slot.", ("downstream",)
         )
+        # Shared limits (LOOPWISE_REDIS_URL): every process reports the same count, as
+        # Redis last told it (aggregate with max). 0 with per-process limits.
+        self._ds_shared_in_use = Gauge(
+            "loopwise_downstream_shared_in_use",
+            "Slots held by every process together, as Redis last said.",
+            ["downstream"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._ds_fallback = gauge(
+            "loopwise_downstream_fallback",
+            "1 while shared limits run on this process's share (Redis away).",
+            ("downstream",),
+        )
         self._ds_counters = counters(
             "loopwise_downstream_",
             {
+                "fallback_calls": "Calls admitted on the per-process share, Redis away.",
                 "admitted": "Calls let through the limits.",
                 "rejected": "Calls refused by the limits or an open breaker.",
                 "retries": "Retries made.",
@@ -243,6 +265,14 @@ class MetricSources:
                 "misses": "Requests authenticated by a query.",
                 "invalidations": "Changes announced by PostgreSQL and applied.",
             },
+        )
+        self._spans_exported = counter(
+            "loopwise_tracing_spans_exported", "Spans the OTLP exporter delivered."
+        )
+        self._spans_dropped = counter(
+            "loopwise_tracing_spans_dropped",
+            "Spans lost: the export queue was full, or the collector refused or was down.",
+            ("reason",),
         )
         self._sources: dict[str, list[StatsSource]] = {family: [] for family in FAMILIES}
         # Counters only go up: the refresh adds what a snapshot gained since the last one.
@@ -290,6 +320,8 @@ class MetricSources:
             self._advance(self._bodies_refused, ("bodies_refused", ""), reads.refused)
         for source in self._sources["session_cache"]:
             self._refresh_sessions(source.stats())
+        for source in self._sources["tracing"]:
+            self._refresh_tracing(source.stats())
         for source in self._sources["db_pool"]:
             with contextlib.suppress(RuntimeError):  # not open yet, or closed already
                 self._refresh_database(source.stats())
@@ -320,6 +352,14 @@ class MetricSources:
         for what, counter in self._session_counters.items():
             self._advance(counter, ("sessions", what), getattr(sessions, what))
 
+    def _refresh_tracing(self, spans: _TracingStats) -> None:
+        self._advance(self._spans_exported, ("spans", "exported"), spans.exported)
+        for reason, total in (
+            ("queue_full", spans.dropped_queue_full),
+            ("export_failed", spans.dropped_export_failed),
+        ):
+            self._advance(self._spans_dropped.labels(reason), ("spans_dropped", reason), total)
+
     def _refresh_database(self, db: _DatabaseStats) -> None:
         self._db_max.set(db.max_size)
         self._db_size.set(db.size)
@@ -334,7 +374,10 @@ class MetricSources:
             keys = stats.limits.keys.values()
             self._ds_in_use.labels(name).set(sum(k.in_use for k in keys))
             self._ds_waiting.labels(name).set(sum(k.waiting for k in keys))
+            self._ds_shared_in_use.labels(name).set(stats.limits.shared_in_use or 0)
+            self._ds_fallback.labels(name).set(stats.limits.fallback)
             totals = {
+                "fallback_calls": stats.limits.fallback_calls,
                 "admitted": stats.limits.admitted,
                 "rejected": stats.limits.rejected + stats.breaker.rejected,
                 "retries": stats.retry_budget.retries,

@@ -20,6 +20,8 @@
                                         this process's job worker (sum across instances)
     loopwise_session_cache_{entries,listening}                     sessions in memory
     loopwise_session_cache_{hits,misses,invalidations}_total
+    loopwise_tracing_spans_exported_total                          with LOOPWISE_OTEL_ENABLED:
+    loopwise_tracing_spans_dropped_total{reason}                   queue_full, export_failed
     loopwise_build_info{version,python}                             1, labelled with the build
     process_*                                                       CPU, memory, open files
 

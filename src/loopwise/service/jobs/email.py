@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from loopwise.patterns.deadlines import fail_after
 from loopwise.service.jobs.messages import compose, one_line
@@ -35,6 +37,9 @@ __all__ = [
     "sender_domain",
     "welcome_message",
 ]
+
+
+_tracer = trace.get_tracer("loopwise.jobs")
 
 
 class RecipientRefused(Exception):
@@ -88,6 +93,14 @@ class SmtpMailer:
             # Our deadlines bound each phase; aiosmtplib's own timeout is only a backstop.
             timeout=max(self._connect_timeout, self._send_timeout) + 1.0,
         )
+        with _tracer.start_as_current_span(
+            "smtp send",
+            kind=SpanKind.CLIENT,
+            attributes={"server.address": self.host, "server.port": self.port},
+        ):
+            await self._send(smtp, message)
+
+    async def _send(self, smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
         async with fail_after(self._connect_timeout):
             await smtp.connect()
         try:

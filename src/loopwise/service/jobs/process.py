@@ -8,6 +8,7 @@ coordination. On the signal the worker stops claiming, lets running jobs finish 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Mapping
 
@@ -18,6 +19,7 @@ from loopwise.service.jobs.running import Handler
 from loopwise.service.jobs.worker import Worker
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
+from loopwise.service.tracing import Tracing
 
 __all__ = ["run_worker_process"]
 
@@ -40,6 +42,7 @@ async def run_worker_process(settings: Settings, dsn: str, handlers: HandlerFact
         loop.add_signal_handler(signum, stop.set)
     try:
         async with (
+            Tracing() if settings.otel_enabled else contextlib.nullcontext(),
             Database.from_settings(settings, dsn) as db,
             Worker.from_settings(
                 settings, db.pool, handlers(settings, db.pool), settings.direct_dsn(dsn)

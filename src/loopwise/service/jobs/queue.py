@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from loopwise.service.tracing import current_traceparent
+
 __all__ = [
     "CHANNEL",
     "Job",
@@ -52,19 +54,23 @@ class JobState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A claimed job. ``attempt`` is this claim's fencing token (1 on the first run)."""
+    """A claimed job. ``attempt`` is this claim's fencing token (1 on the first run).
+
+    ``traceparent`` is the W3C trace context of the request that queued it, if any.
+    """
 
     id: int
     kind: str
     payload: Mapping[str, Any]
     attempt: int
     max_attempts: int
+    traceparent: str | None = None
 
 
 _ENQUEUE = """
 WITH job AS (
-    INSERT INTO jobs (kind, payload, max_attempts, run_at, priority, user_id)
-    VALUES ($1, $2::text::jsonb, $3, now() + make_interval(secs => $4), $6, $7)
+    INSERT INTO jobs (kind, payload, max_attempts, run_at, priority, user_id, traceparent)
+    VALUES ($1, $2::text::jsonb, $3, now() + make_interval(secs => $4), $6, $7, $8)
     RETURNING id
 )
 SELECT job.id, pg_notify($5, $1) FROM job
@@ -88,6 +94,9 @@ async def enqueue(
             message someone waits for (a password reset) overtakes a backlog of bulk ones.
         user_id: the account the job is about, so deleting the account cancels it.
 
+    The job carries the trace context in force (``tracing.current_traceparent``), so
+    its run joins the trace of the request that queued it.
+
     Raises:
         ValueError: ``max_attempts`` is below 1, ``delay`` is negative, or ``priority``
             is outside -100..100.
@@ -100,7 +109,15 @@ async def enqueue(
         raise ValueError(f"`delay` must not be negative, got {delay}")
     # Passed as text: the query works whether or not the pool has a jsonb codec installed.
     row = await conn.fetchrow(
-        _ENQUEUE, kind, json.dumps(payload), max_attempts, delay, CHANNEL, priority, user_id
+        _ENQUEUE,
+        kind,
+        json.dumps(payload),
+        max_attempts,
+        delay,
+        CHANNEL,
+        priority,
+        user_id,
+        current_traceparent(),
     )
     assert row is not None  # an INSERT … RETURNING always yields its row
     job_id: int = row["id"]
@@ -123,7 +140,8 @@ SET state = 'running', attempts = j.attempts + 1, updated_at = now(),
     lease_until = now() + make_interval(secs => $3), lease_owner = $4
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.kind, j.payload::text AS payload, j.attempts, j.max_attempts
+RETURNING j.id, j.kind, j.payload::text AS payload, j.attempts, j.max_attempts,
+    j.traceparent
 """
 
 
@@ -141,6 +159,7 @@ async def claim(
             payload=json.loads(row["payload"]),
             attempt=row["attempts"],
             max_attempts=row["max_attempts"],
+            traceparent=row["traceparent"],
         )
         for row in rows
     ]

@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from loopwise.patterns.deadlines import fail_after
 from loopwise.patterns.exceptions import DeadlineExceeded
 from loopwise.service.jobs import queue
 from loopwise.service.jobs.queue import Job, JobState
 from loopwise.service.logs import get_logger
+from loopwise.service.tracing import job_context
 
 __all__ = ["Handler", "PermanentJobError", "RunningJobs"]
 
@@ -26,6 +29,7 @@ Handler = Callable[[Job], Awaitable[None]]
 R = TypeVar("R")
 
 _log = get_logger("loopwise.jobs")
+_tracer = trace.get_tracer("loopwise.jobs")
 
 
 class PermanentJobError(Exception):
@@ -89,6 +93,19 @@ class RunningJobs:
             self._wake.set()
 
     async def _attempt(self, job: Job) -> None:
+        # In the trace of the request that queued the job, whichever process runs it.
+        with _tracer.start_as_current_span(
+            f"job {job.kind}",
+            job_context(job.traceparent),
+            SpanKind.CONSUMER,
+            {"loopwise.job.id": job.id, "loopwise.job.attempt": job.attempt},
+        ) as span:
+            outcome = await self._attempt_in_span(job)
+            span.set_attribute("loopwise.job.outcome", outcome)
+            if outcome != "done":
+                span.set_status(StatusCode.ERROR)
+
+    async def _attempt_in_span(self, job: Job) -> str:
         log = _log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
         try:
             async with fail_after(self._job_timeout):
@@ -108,17 +125,19 @@ class RunningJobs:
             if done:
                 self.counts["completed"] += 1
                 log.info("job_done")
-            else:
-                log.warning("job_done_but_lease_lost")
-            return
+                return "done"
+            log.warning("job_done_but_lease_lost")
+            return "lease_lost"
         if outcome is JobState.QUEUED:
             self.counts["retried"] += 1
             log.warning("job_retry", error=error)
-        elif outcome is JobState.DEAD:
+            return "retry"
+        if outcome is JobState.DEAD:
             self.counts["dead"] += 1
             log.error("job_dead", error=error)
-        else:
-            log.warning("job_failed_but_lease_lost", error=error)
+            return "dead"
+        log.warning("job_failed_but_lease_lost", error=error)
+        return "lease_lost"
 
     async def _record(
         self, write: Callable[..., Awaitable[R]], job: Job, *args: object, **kwargs: object
