@@ -64,8 +64,7 @@ def create_app(
         handle_sigterm: make SIGTERM start a drain (``service/drain.py``); for server
             workers only, whose lifespan runs on the loop granian serves from.
         hot_reads: serve the hottest reads by handlers of our own (``accounts/hot_reads.py``);
-            off only to compare their answers with FastAPI's. FastAPI's OpenTelemetry
-            spans (``otel_enabled``) come from its own handler, so they keep it.
+            off only to compare their answers with FastAPI's.
     """
     if settings.database_url is None:
         raise MissingDatabaseUrl(
@@ -175,7 +174,7 @@ def create_app(
     document_api(app, shed_exempt=EXEMPT_PATHS, scheme=BEARER_SCHEME, requires_scheme=authenticates)
     documentation = list(app.router.routes)  # /openapi.json and /docs: FastAPI's and ours
     _add_routes(app, *account_routers, health.router)
-    if hot_reads and not settings.otel_enabled:
+    if hot_reads:  # their spans are TraceRequests', around every route's handler
         install_hot_reads(app)
     if settings.metrics_enabled:
         _add_routes(app, metrics_router(metrics))
