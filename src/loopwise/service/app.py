@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute
 
 from loopwise.patterns import BlockingPool, LoopWatchdog
 from loopwise.service.accounts.emails import account_job_handlers
+from loopwise.service.accounts.hot_reads import install_hot_reads
 from loopwise.service.accounts.preferences import load_timezones
 from loopwise.service.accounts.routes import routers as account_routers
 from loopwise.service.db import Database
@@ -53,13 +54,17 @@ class MissingDatabaseUrl(RuntimeError):
     """The app was built without a database URL; the CLI provides one in embedded mode."""
 
 
-def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, handle_sigterm: bool = False, hot_reads: bool = True
+) -> FastAPI:
     """Build the app for ``settings``, which must name a database by URL.
 
     Args:
         settings: validated settings; ``database_url`` must be set.
         handle_sigterm: make SIGTERM start a drain (``service/drain.py``); for server
             workers only, whose lifespan runs on the loop granian serves from.
+        hot_reads: serve the hottest reads by handlers of our own (``accounts/hot_reads.py``);
+            off only to compare their answers with FastAPI's.
     """
     if settings.database_url is None:
         raise MissingDatabaseUrl(
@@ -169,6 +174,8 @@ def create_app(settings: Settings, *, handle_sigterm: bool = False) -> FastAPI:
     document_api(app, shed_exempt=EXEMPT_PATHS, scheme=BEARER_SCHEME, requires_scheme=authenticates)
     documentation = list(app.router.routes)  # /openapi.json and /docs: FastAPI's and ours
     _add_routes(app, *account_routers, health.router)
+    if hot_reads:  # their spans are TraceRequests', around every route's handler
+        install_hot_reads(app)
     if settings.metrics_enabled:
         _add_routes(app, metrics_router(metrics))
     _move_to_the_end(app, documentation)

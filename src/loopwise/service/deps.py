@@ -39,6 +39,7 @@ __all__ = [
     "Timezones",
     "VerifiedUser",
     "authenticates",
+    "current_user",
 ]
 
 
@@ -75,13 +76,13 @@ async def _client_address(request: Request) -> str:
 
 
 # The scheme as /openapi.json (and /docs' Authorize button) describes it; ``authenticates``
-# says which routes require it. Documentation only: see ``_current_user``.
+# says which routes require it. Documentation only: see ``current_user``.
 BEARER_SCHEME = HTTPBearer(
     auto_error=False, scheme_name="BearerAuth", description="The token `POST /login` returned."
 )
 
 
-async def _current_user(request: Request) -> Caller:
+async def current_user(request: Request) -> Caller:
     """The caller behind ``Authorization: Bearer <token>``: from memory, or one query.
 
     A plain function, not the ``HTTPBearer`` instance above: FastAPI works out the OAuth
@@ -103,7 +104,7 @@ async def _current_user(request: Request) -> Caller:
 
 def authenticates(dependant: Dependant) -> bool:
     """Whether ``dependant`` (a route's, with its sub-dependencies) requires a bearer token."""
-    return any(sub.call is _current_user or authenticates(sub) for sub in dependant.dependencies)
+    return any(sub.call is current_user or authenticates(sub) for sub in dependant.dependencies)
 
 
 Db = Annotated[Database, Depends(_db)]
@@ -112,7 +113,7 @@ Settings_ = Annotated[Settings, Depends(_settings)]
 Hasher = Annotated[Passwords, Depends(_passwords)]
 Timezones = Annotated[frozenset[str], Depends(_timezones)]
 ClientAddress = Annotated[str, Depends(_client_address)]
-CurrentUser = Annotated[Caller, Depends(_current_user)]
+CurrentUser = Annotated[Caller, Depends(current_user)]
 Sessions = Annotated[SessionCache, Depends(_sessions)]  # sessions.forget_session(hash) ...
 Downstreams_ = Annotated[Downstreams, Depends(_downstreams)]
 

@@ -96,7 +96,7 @@ def load_timezones() -> frozenset[str]:
 
 # Version 0 is the defaults, before the first write; `preferences_version` (a trigger)
 # bumps the version when the document changes.
-_READ = "SELECT document, version FROM preferences WHERE user_id = $1"
+READ_PREFERENCES = "SELECT document, version FROM preferences WHERE user_id = $1"
 _LOCK = "SELECT version, updated_at FROM preferences WHERE user_id = $1 FOR UPDATE"
 _INSERT = """
 INSERT INTO preferences (user_id, document) VALUES ($1, $2::jsonb)
@@ -119,7 +119,7 @@ async def read_preferences(
     caller: CurrentUser, pool: Pool, request: Request, response: Response
 ) -> Preferences | Response:
     """Your preferences; the defaults until you set any. `ETag` goes back in `If-Match`."""
-    row = await pool.fetchrow(_READ, caller.id)
+    row = await pool.fetchrow(READ_PREFERENCES, caller.id)
     tag = entity_tag("p", caller.id, 0 if row is None else row["version"])
     if fresh(request.headers, tag):
         return not_modified(tag)
