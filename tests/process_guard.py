@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the guard runs this file as a script: it starts without pytest
     import pytest
 
-__all__ = ["kill_group", "own_group", "run_process", "spawn"]
+__all__ = ["kill_group", "own_group", "run_process", "spawn", "start_guard", "stop_guard"]
 
 _pipe: int | None = None
 _guard: subprocess.Popen[bytes] | None = None
@@ -72,7 +72,7 @@ async def run_process(*argv: str, within: float, **kwargs: Any) -> tuple[int, by
 
 def _tell(line: str) -> None:
     if _pipe is None:
-        raise RuntimeError("the process guard is not running: load the tests.process_guard plugin")
+        raise RuntimeError("the process guard is not running: call start_guard() first")
     # A few bytes into a pipe the guard drains at once: the write never waits (the end is
     # non-blocking, so it could not wait on the event loop even if the guard stalled).
     os.write(_pipe, line.encode())
@@ -80,6 +80,15 @@ def _tell(line: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Start this process's guard (each xdist worker is a process with its own)."""
+    start_guard()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_guard()
+
+
+def start_guard() -> None:
+    """Start this process's guard, once: before the first :func:`spawn` (pytest does)."""
     global _pipe, _guard
     if _guard is not None:
         return
@@ -97,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _pipe = write
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def stop_guard() -> None:
     """Close the pipe: the guard kills any group still owned, then exits."""
     global _pipe, _guard
     if _guard is None or _pipe is None:

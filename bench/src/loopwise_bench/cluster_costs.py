@@ -47,6 +47,7 @@ from loopwise_bench.generators import find_load_generator
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.cluster.engines import HAProxy, PgBouncer, PrivatePostgres
 from tests.cluster.topology import ApiInstance, _base_env, _migrate
+from tests.process_guard import start_guard, stop_guard
 
 __all__ = ["main"]
 
@@ -311,7 +312,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     args = parser.parse_args(argv)
-    asyncio.run(_measure(args))
+    # The engines start every process through the tests' process guard, which kills them
+    # all should this command die however it dies.
+    start_guard()
+    try:
+        asyncio.run(_measure(args))
+    finally:
+        stop_guard()
 
 
 if __name__ == "__main__":
