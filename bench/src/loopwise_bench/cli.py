@@ -29,15 +29,18 @@ __all__ = [
 
 _log = get_logger("loopwise_bench.cli")
 
+# Every command that seeds its own database takes the server the same way.
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
+]
+
 
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Seconds per scenario: a smoke test.")
     ] = False,
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
-    ] = None,
+    database_url: DatabaseUrl = None,
     out: Annotated[Path, typer.Option(help="Where the report is written.")] = Path("bench/results"),
     workers: Annotated[
         int, typer.Option(min=0, help="Server worker processes; 0: one per core.")
@@ -147,10 +150,7 @@ def downstream_sim(
 
 
 def lifecycle(
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
-    ] = None,
+    database_url: DatabaseUrl = None,
     backlog: Annotated[int, typer.Option(min=1, help="Welcome emails queued ahead.")] = 10_000,
     smtp_delay_ms: Annotated[
         float, typer.Option(min=0, help="The sink's time per message.")
@@ -185,10 +185,7 @@ def lifecycle(
 
 
 def request_cost(
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="A PostgreSQL URL whose role may create databases; default: embedded."),
-    ] = None,
+    database_url: DatabaseUrl = None,
     requests: Annotated[int, typer.Option(min=1, help="Requests per round and target.")] = 2000,
     rounds: Annotated[
         int, typer.Option(min=1, help="Alternating rounds; the median is shown.")
