@@ -138,3 +138,11 @@ async def test_hashes_run_off_the_loop_at_the_configured_priority(
     assert worker[0] != loop_thread[0]
     assert worker[1:] == (policy, nice)
     assert _scheduling() == loop_thread
+
+
+async def test_start_up_hash_is_not_bound_by_the_request_deadline() -> None:
+    """Opening hashes the unknown-user dummy without the clients' deadline: a starved,
+    low-priority pool makes start-up slower, never fail."""
+    async with Passwords(**CHEAP, workers=1, queue=0, deadline=1e-9) as hasher:
+        with pytest.raises(Unavailable):
+            await hasher.hash("x" * 10)  # a client's hash still sheds at the deadline

@@ -199,8 +199,11 @@ class Passwords(AsyncResource):
         await self._pool.open()
         try:
             # Hashed once at start-up, off the loop, with the configured parameters, so that
-            # a login for an unknown email costs exactly what a wrong password costs.
-            self._dummy_hash = await self.hash("loopwise-no-such-user")
+            # a login for an unknown email costs exactly what a wrong password costs. No
+            # client waits on it, so not under their deadline: on a starved machine the
+            # low-priority pool makes start-up slower, not fail.
+            hashed = functools.partial(self._hasher.hash, "loopwise-no-such-user")
+            self._dummy_hash = await self._pool.run(self._lowered, hashed)
         except BaseException:
             await self._pool.aclose()
             raise
