@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import secrets
+import shutil
+import sys
 
 import asyncpg
 import asyncpg.pool
@@ -17,7 +20,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from loopwise.service.app import create_app
-from loopwise.service.db import Database, PoolExhausted, _BoundedWaitPool
+from loopwise.service.db import Database, PoolExhausted, _BoundedWaitPool, _user_exists
 from loopwise.service.settings import Settings
 from tests.pool_holder import add_pool_holder
 
@@ -70,3 +73,29 @@ async def test_every_acquire_path_goes_through_the_bounded_wait(database_url: st
                 async with db.pool.acquire():
                     pass
         assert await db.pool.fetchval("SELECT 2") == 2  # free again once it is back
+
+
+async def test_processes_starting_together_create_the_server_user_once() -> None:
+    """On a machine that never ran the embedded server, racing starts all succeed.
+
+    The suite's workers start together on a fresh machine; a second ``useradd`` for the
+    same name fails ("already in use"), so the starts take turns. Runs on a throwaway name.
+    """
+    name = f"lw{secrets.token_hex(4)}"
+    script = f"from loopwise.service.db import ensure_server_user; ensure_server_user({name!r})"
+    starts = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    try:
+        outcomes = [(await start.wait(), (await start.stderr.read()).decode()) for start in starts]  # type: ignore[union-attr]
+        assert outcomes == [(0, "")] * len(starts)
+        assert await asyncio.to_thread(_user_exists, name) is (os.geteuid() == 0)
+    finally:
+        if await asyncio.to_thread(_user_exists, name):
+            userdel = await asyncio.to_thread(shutil.which, "userdel", path="/usr/sbin:/sbin")
+            assert userdel is not None
+            removal = await asyncio.create_subprocess_exec(userdel, name)
+            await removal.wait()

@@ -34,12 +34,14 @@ server session: consecutive transactions run on whichever server connection is f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -292,31 +294,40 @@ class EmbeddedUnavailable(RuntimeError):
 SERVER_USER = "pgserver"
 
 
-def ensure_server_user() -> None:
+def ensure_server_user(name: str = SERVER_USER) -> None:
     """As root, create the system user the embedded PostgreSQL runs as, if it is missing.
 
     pgserver would create it with ``useradd`` looked up on PATH, and a root shell's PATH
     need not hold /usr/sbin (``env PATH=/usr/bin:/bin``, some CI images), which fails on
-    a machine that never ran the embedded server before. Blocking, like the start itself.
+    a machine that never ran the embedded server before. Several processes may start at
+    once on such a machine (the test suite's workers do): they take turns on a lock file,
+    and each looks again for the user once it holds the lock. Blocking, like the start
+    itself.
 
     Raises:
         EmbeddedUnavailable: the user is missing and ``useradd`` is nowhere to be found.
     """
-    if os.geteuid() != 0:
-        return
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        pass
-    else:
+    if os.geteuid() != 0 or _user_exists(name):
         return
     useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
     if useradd is None:
         raise EmbeddedUnavailable(
-            f"as root, the embedded PostgreSQL runs as the system user {SERVER_USER!r}, "
+            f"as root, the embedded PostgreSQL runs as the system user {name!r}, "
             "and `useradd` was not found to create it; create it, or run as another user"
         )
-    subprocess.run([useradd, "-s", "/bin/bash", SERVER_USER], check=True, capture_output=True)  # noqa: S603
+    lock_path = Path(tempfile.gettempdir()) / f"loopwise-useradd-{name}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _user_exists(name):
+            subprocess.run([useradd, "-s", "/bin/bash", name], check=True, capture_output=True)  # noqa: S603
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
