@@ -1,13 +1,15 @@
 """The cluster under constant load: rolling restarts, crashes, logout, a PostgreSQL restart.
 
-Each test starts the whole topology (``topology.py``) and reports its counts as pytest
-properties (``--junitxml`` keeps them) and in its log line. Timing is measured and
-reported, never asserted: the machine may be saturated.
+The tests share one topology (``topology.py``): each starts again what the one before it
+killed (``Cluster.restore``) and loads it with accounts of its own. Each reports its counts
+as pytest properties (``--junitxml`` keeps them) and in its log line. Timing is measured
+and reported, never asserted: the machine may be saturated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from collections import Counter
@@ -17,30 +19,49 @@ from email.utils import parseaddr
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from loopwise_bench.sim import SimConfig
 from tests.cluster.load import Account, constant_load, register_accounts
 from tests.cluster.topology import LOYALTY_CONCURRENCY, Cluster, running_cluster
 
-pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.blocks_loop, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.xdist_group("cluster"),
+    pytest.mark.blocks_loop,
+    pytest.mark.timeout(600),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 RecordProperty = Callable[[str, object], None]
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    """The topology, fresh for each test (they restart and kill its parts)."""
+_ACCOUNT_SETS = itertools.count(1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def topology() -> AsyncIterator[Cluster]:
+    """One topology for the module: starting it costs more than most tests here take."""
     async with running_cluster() as running:
         yield running
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
+async def cluster(topology: Cluster) -> Cluster:
+    """The topology whole again: what an earlier test killed runs, its knobs are reset."""
+    await topology.restore()
+    return topology
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def accounts(cluster: Cluster) -> list[Account]:
-    """Users to load the cluster with, registered through HAProxy."""
-    accounts = await register_accounts(cluster.haproxy.url, 8, "load")
+    """Users of this test's own to load the cluster with, registered through HAProxy."""
+    prefix = f"load{next(_ACCOUNT_SETS)}-"
+    accounts = await register_accounts(cluster.haproxy.url, 8, prefix)
     # The load places orders, which verified addresses alone may; the verification link
     # itself is proven in tests/service/accounts/test_verification.py.
-    await cluster.query("UPDATE users SET email_verified_at = now() WHERE email LIKE 'load%'")
+    await cluster.query(
+        "UPDATE users SET email_verified_at = now() WHERE starts_with(email, $1)", prefix
+    )
     return accounts
 
 
@@ -54,6 +75,7 @@ async def test_rolling_restart_fails_no_request(
     cluster: Cluster, accounts: list[Account], record_property: RecordProperty
 ) -> None:
     """Restarting all three API instances one at a time under load: 0 failed requests."""
+    starts = [api.starts for api in cluster.apis]
     async with constant_load(cluster.haproxy.url, accounts) as load:
         for index, api in enumerate(cluster.apis, 1):
             before = api.pid
@@ -63,7 +85,7 @@ async def test_rolling_restart_fails_no_request(
     _report(record_property, "rolling restart", **load.counts, total=load.requests)
     assert load.requests > 0
     assert load.failed == 0, load.summary()
-    assert all(api.starts == 2 for api in cluster.apis)
+    assert [api.starts - 1 for api in cluster.apis] == starts
 
 
 async def test_sigkill_of_an_instance(
@@ -122,8 +144,13 @@ async def test_sigkill_of_a_worker_mid_send(
         registering = asyncio.create_task(register_accounts(cluster.haproxy.url, 20, "mail"))
         async with asyncio.timeout(60):
             await stalling.wait()
+        # The stalled send's job, not any other running now (the load's accounts' welcomes).
         owner = (
-            await cluster.query("SELECT lease_owner FROM jobs WHERE state = 'running' LIMIT 1")
+            await cluster.query(
+                "SELECT j.lease_owner FROM jobs j JOIN users u ON u.id = j.user_id"
+                " WHERE j.state = 'running' AND u.email = $1",
+                stalled[0],
+            )
         )[0]["lease_owner"]
         pid = int(owner.split(":")[1])
         victim = next(w for w in cluster.workers if w.pid == pid)
@@ -191,6 +218,7 @@ async def test_postgres_restart_under_the_cluster(
 ) -> None:
     """PostgreSQL restarts: 503s carry Retry-After, nothing is restarted by hand, all recover."""
     pids = [api.pid for api in cluster.apis] + [w.pid for w in cluster.workers]
+    restarts = cluster.pg.restarts
     async with constant_load(cluster.haproxy.url, accounts) as load:
         began = time.monotonic()
         await cluster.pg.restart()
@@ -214,7 +242,7 @@ async def test_postgres_restart_under_the_cluster(
         all_healthy_after_back_s=round(healthy - back, 2),
         unhandled=dict(errors),
     )
-    assert cluster.pg.restarts == 1
+    assert cluster.pg.restarts == restarts + 1
     assert [api.pid for api in cluster.apis] + [w.pid for w in cluster.workers] == pids
     assert all(api.running for api in cluster.apis)
     assert load.unavailable["without Retry-After"] == 0, load.summary()

@@ -220,6 +220,7 @@ class Cluster:
     workers: list[JobWorker]
     redis: PrivateRedis
     loyalty: SimState
+    loyalty_config: SimConfig
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -253,6 +254,20 @@ class Cluster:
     async def wait_all_up(self, within: float = 90) -> None:
         for index in range(1, len(self.apis) + 1):
             await self.wait_for_haproxy(f"api{index}", "UP", within)
+
+    async def restore(self) -> None:
+        """Undo what a test did: start what it stopped, give back the simulators' defaults."""
+        self.smtp.on_data = None
+        self.loyalty.config = self.loyalty_config
+        self.loyalty.reset_counters()
+        async with asyncio.TaskGroup() as tg:
+            for api in self.apis:
+                if not api.running:
+                    tg.create_task(api.start())
+            for worker in self.workers:
+                if not worker.running:
+                    tg.create_task(worker.spawn())
+        await self.wait_all_up()
 
 
 async def _migrate(env: dict[str, str], workdir: Path) -> None:
@@ -290,7 +305,8 @@ async def running_cluster() -> AsyncIterator[Cluster]:
         await _migrate(_base_env(workdir, **urls), workdir)
         smtp = await stack.enter_async_context(smtp_server())
         redis = await stack.enter_async_context(PrivateRedis(workdir))
-        loyalty = create_sim_app(SimConfig(latency_ms=5))
+        loyalty_config = SimConfig(latency_ms=5)
+        loyalty = create_sim_app(loyalty_config)
         loyalty_url = await stack.enter_async_context(serve_asgi(loyalty))
         api_env = _base_env(
             workdir,
@@ -339,7 +355,16 @@ async def running_cluster() -> AsyncIterator[Cluster]:
             HAProxy(workdir, [(api.host, api.port) for api in apis])
         )
         cluster = Cluster(
-            workdir, pg, bouncer, haproxy, smtp, apis, workers, redis, loyalty.state.sim
+            workdir,
+            pg,
+            bouncer,
+            haproxy,
+            smtp,
+            apis,
+            workers,
+            redis,
+            loyalty.state.sim,
+            loyalty_config,
         )
         await cluster.wait_all_up()
         yield cluster
