@@ -87,7 +87,7 @@ async def test_processes_starting_together_create_the_server_user_once() -> None
         await asyncio.create_subprocess_exec(
             sys.executable, "-c", script, stderr=asyncio.subprocess.PIPE
         )
-        for _ in range(6)
+        for _ in range(3)
     ]
     try:
         outcomes = [(await start.wait(), (await start.stderr.read()).decode()) for start in starts]  # type: ignore[union-attr]
