@@ -36,6 +36,7 @@ from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
 from loopwise.service.http.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.preferences_cache import PreferencesCache
 from loopwise.service.identity.session_cache import SessionCache
 from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
@@ -115,6 +116,14 @@ def create_app(
                 )
             )
             metrics.track("session_cache", sessions)
+            # The session cache's rule, so its TTL and size (docs/operations/sessions.md).
+            preferences = await stack.enter_async_context(
+                PreferencesCache(
+                    listen_dsn,
+                    ttl=settings.session_cache_ttl,
+                    max_entries=settings.session_cache_size,
+                )
+            )
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream, so connections are reused.
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))
@@ -142,6 +151,7 @@ def create_app(
                 watchdog=watchdog,
                 passwords=passwords,
                 sessions=sessions,
+                preferences=preferences,
                 timezones=timezones,
                 downstreams=downstreams,
                 job_worker=worker,
