@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
@@ -41,3 +42,17 @@ async def test_request_id_is_bound_while_the_request_runs() -> None:
     assert len(minted) == 16
     assert seen[-1]["user"] == "u"
     assert (b"x-request-id", minted.encode()) in sent[-2]["headers"]
+
+
+async def test_request_id_is_unbound_when_the_app_raises() -> None:
+    """An exception out of the app still leaves the context as it found it."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    async def send(message: Message) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await RequestLog(app)(_scope([]), _receive, send)
+    assert structlog.contextvars.get_contextvars() == {}

@@ -71,11 +71,13 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            if self._observe is not None:
-                self._observe(scope, status, elapsed)
-            log_request(scope["method"], scope["path"], status, round(elapsed * 1000, 2))
-            self._request_id.reset(bound)
+            try:
+                elapsed = time.perf_counter() - started
+                if self._observe is not None:
+                    self._observe(scope, status, elapsed)
+                log_request(scope["method"], scope["path"], status, round(elapsed * 1000, 2))
+            finally:
+                self._request_id.reset(bound)
 
 
 class BodySizeLimit:
