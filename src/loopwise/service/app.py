@@ -108,22 +108,20 @@ def create_app(
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track("offload", passwords.pool)
+            # The session cache's rule, so its TTL, size and LISTEN connection
+            # (docs/operations/sessions.md).
+            preferences = PreferencesCache(
+                ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+            )
             sessions = await stack.enter_async_context(
                 SessionCache(
                     listen_dsn,
                     ttl=settings.session_cache_ttl,
                     max_entries=settings.session_cache_size,
+                    also=[preferences],
                 )
             )
             metrics.track("session_cache", sessions)
-            # The session cache's rule, so its TTL and size (docs/operations/sessions.md).
-            preferences = await stack.enter_async_context(
-                PreferencesCache(
-                    listen_dsn,
-                    ttl=settings.session_cache_ttl,
-                    max_entries=settings.session_cache_size,
-                )
-            )
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream, so connections are reused.
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))

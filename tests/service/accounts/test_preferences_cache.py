@@ -141,7 +141,7 @@ async def test_a_read_that_raced_a_write_is_not_kept(
 
 def test_nothing_is_kept_while_not_listening() -> None:
     """Without LISTEN in force (never opened, or the connection lost) every read queries."""
-    documents = PreferencesCache("postgresql://unused", ttl=60, max_entries=10)
+    documents = PreferencesCache(ttl=60, max_entries=10)
     documents.keep(1, 3, b"{}", documents.generation)
     assert documents.find(1) is None
 
@@ -149,14 +149,15 @@ def test_nothing_is_kept_while_not_listening() -> None:
 async def test_a_lost_listener_empties_and_bypasses_the_cache(
     other: Instance, alice: Account, database_url: str
 ) -> None:
-    """While LISTEN is down nothing is served from memory; keeping resumes once it is back."""
+    """While the session cache's LISTEN is down (it carries both channels) nothing is served
+    from memory; keeping resumes once it is back."""
     await other.client.get(PREFERENCES, headers=alice.headers)
     assert other.documents.stats().entries == 1
     conn = await asyncpg.connect(database_url)
     try:
         killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
-            "current_database() AND application_name = 'loopwise-listen-preferences'"
+            "current_database() AND application_name = 'loopwise-listen-auth'"
         )
     finally:
         await conn.close()

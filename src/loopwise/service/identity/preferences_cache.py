@@ -1,22 +1,25 @@
 """Each caller's preferences document, in memory, forgotten the moment PostgreSQL says so.
 
-    async with PreferencesCache(dsn, ttl=60, max_entries=100_000) as documents:  # lifespan
-        kept = documents.find(user_id)          # (version, JSON body), or None: read it
-        generation = documents.generation       # taken before the read
-        documents.keep(user_id, version, body, generation)
+    documents = PreferencesCache(ttl=60, max_entries=100_000)
+    SessionCache(dsn, ..., also=[documents])    # its LISTEN connection announces to both
+    kept = documents.find(user_id)              # (version, JSON body), or None: read it
+    generation = documents.generation           # taken before the read
+    documents.keep(user_id, version, body, generation)
 
-``GET /users/me/preferences`` read its row on every request: the query was most of the
-loop's time for it, 0.16x of FastAPI hello's throughput where the other hot reads,
-served from the session cache, were past 0.7x (docs/benchmark/request-cost.md). A
-document changes rarely, so each process keeps the ones it has served.
+With a query per request, ``GET /users/me/preferences`` spends most of its loop time on
+the query: 0.16x of FastAPI hello's throughput, where the hot reads answered from the
+session cache reach 0.7x and more (docs/benchmark/request-cost.md). A document changes
+rarely, so each process keeps the ones it has served.
 
 Consistency rule, the session cache's (``session_cache.py``, docs/operations/sessions.md):
 
 - Every insert, update or delete of a preferences row is announced by a trigger on channel
   ``loopwise_preferences`` (migration 0009) when its transaction commits, whoever made
-  it; each process forgets that user's document as the announcement arrives. The process
-  that wrote forgets it before answering, so a client reads its own write back at once.
-- Entries are used only while the LISTEN connection is up; when it drops, everything is
+  it; each process forgets that user's document as the announcement arrives, heard on
+  the session cache's LISTEN connection (one connection per process for both). The
+  process that wrote forgets it before answering, so a client reads its own write back
+  at once.
+- Entries are used only while that LISTEN connection is up; when it drops, everything is
   forgotten and every read queries until LISTEN is in force again.
 - A read that raced with an announcement is not kept (a generation counter).
 - An entry lives at most ``ttl`` seconds; ``ttl=0`` turns the cache off.
@@ -28,9 +31,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from loopwise.patterns.lifecycle import AsyncResource
-from loopwise.service.listener import PgListener
 
 __all__ = ["CHANNEL", "PreferencesCache", "PreferencesCacheStats"]
 
@@ -46,12 +46,17 @@ class PreferencesCacheStats:
     listening: bool
 
 
-class PreferencesCache(AsyncResource):
-    """Documents by user id, as ``(version, JSON body)``."""
+class PreferencesCache:
+    """Documents by user id, as ``(version, JSON body)``; announcements come from outside.
+
+    ``channel``, :meth:`on_notify`, :meth:`on_listening` and :meth:`on_lost` are what the
+    connection that listens for it (``SessionCache(also=...)``) calls.
+    """
+
+    channel = CHANNEL
 
     def __init__(
         self,
-        dsn: str,
         *,
         ttl: float,
         max_entries: int,
@@ -67,22 +72,7 @@ class PreferencesCache(AsyncResource):
         self._entries: OrderedDict[int, tuple[int, bytes, float]] = OrderedDict()
         self._generation = 0
         self._hits = self._misses = self._invalidations = 0
-        self._listener = PgListener(
-            dsn,
-            [CHANNEL],
-            on_notify=self._on_notify,
-            on_listening=self._forget_all,
-            on_lost=self._forget_all,
-            name="preferences",
-        )
-
-    async def _aopen(self) -> None:
-        if self._ttl > 0:
-            await self._listener.open()
-
-    async def _aclose(self) -> None:
-        await self._listener.aclose()
-        self._forget_all()
+        self._listening = False
 
     def stats(self) -> PreferencesCacheStats:
         return PreferencesCacheStats(
@@ -90,7 +80,7 @@ class PreferencesCache(AsyncResource):
             self._hits,
             self._misses,
             self._invalidations,
-            self._listener.listening,
+            self._listening,
         )
 
     @property
@@ -112,7 +102,7 @@ class PreferencesCache(AsyncResource):
 
     def keep(self, user_id: int, version: int, body: bytes, generation: int) -> None:
         """Keep a document read after ``generation`` was taken, if nothing was announced since."""
-        if self._ttl == 0 or generation != self._generation or not self._listener.listening:
+        if self._ttl == 0 or generation != self._generation or not self._listening:
             return
         self._entries.pop(user_id, None)
         while len(self._entries) >= self._max:
@@ -124,12 +114,23 @@ class PreferencesCache(AsyncResource):
         self._generation += 1
         self._entries.pop(user_id, None)
 
-    def _on_notify(self, _channel: str, payload: str) -> None:
+    def on_notify(self, payload: str) -> None:
+        """Apply an announcement on :attr:`channel`: a user id, or ``*`` for all."""
         self._invalidations += 1
         if payload.isdigit():
             self.forget(int(payload))
         else:  # "*" (a truncate), or anything this version does not know: the safe answer
             self._forget_all()
+
+    def on_listening(self) -> None:
+        """LISTEN is in force (again): keep from now on; what came before may be stale."""
+        self._forget_all()
+        self._listening = True
+
+    def on_lost(self) -> None:
+        """LISTEN is gone: forget everything and keep nothing until it is back."""
+        self._listening = False
+        self._forget_all()
 
     def _forget_all(self) -> None:
         self._generation += 1
