@@ -13,7 +13,8 @@ throughput, and nearly independent of the load around it. Work done on other thr
 Targets run in alternating rounds, and each figure is the median round, so drift (CPU
 frequency, a neighbour's burst) hits every target alike. The baseline is FastAPI's hello
 world (``apps/hello.py``); loopwise runs with everything on: authentication against the
-session cache (hits after the first request), /metrics counting, admission control, the
+session cache (hits after the first request), the preferences document from its cache
+(likewise), /metrics counting, admission control, the
 watchdog, body limits, security headers and the access log (JSON lines, to a sink that
 discards them, written by the log thread as in production).
 """

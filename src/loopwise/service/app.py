@@ -36,6 +36,7 @@ from loopwise.service.http.problems import install_problem_handlers
 from loopwise.service.http.proxies import TrustedProxies
 from loopwise.service.http.response_headers import HeadAsGet, SecurityHeaders
 from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.preferences_cache import PreferencesCache
 from loopwise.service.identity.session_cache import SessionCache
 from loopwise.service.jobs import QueueDepth, Worker
 from loopwise.service.logs import configure_logging, get_logger
@@ -107,11 +108,17 @@ def create_app(
             # Accounts: the argon2 thread pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track("offload", passwords.pool)
+            # The session cache's rule, so its TTL, size and LISTEN connection
+            # (docs/operations/sessions.md).
+            preferences = PreferencesCache(
+                ttl=settings.session_cache_ttl, max_entries=settings.session_cache_size
+            )
             sessions = await stack.enter_async_context(
                 SessionCache(
                     listen_dsn,
                     ttl=settings.session_cache_ttl,
                     max_entries=settings.session_cache_size,
+                    also=[preferences],
                 )
             )
             metrics.track("session_cache", sessions)
@@ -142,6 +149,7 @@ def create_app(
                 watchdog=watchdog,
                 passwords=passwords,
                 sessions=sessions,
+                preferences=preferences,
                 timezones=timezones,
                 downstreams=downstreams,
                 job_worker=worker,

@@ -52,9 +52,14 @@ class Redactor:
 
     def scrub(self, key: str, value: Any) -> Any:
         """The value of field ``key`` as it may be logged."""
-        if _SECRET_KEY.search(key) and value not in (None, ""):
+        if self.secret_field(key) and value not in (None, ""):
             return REDACTED
         return self._scrub(value)
+
+    @staticmethod
+    def secret_field(key: str) -> bool:
+        """Whether a field named ``key`` holds a secret, whatever its value says."""
+        return _SECRET_KEY.search(key) is not None
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):

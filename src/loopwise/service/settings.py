@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=100, ge=1, le=100_000)
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Sessions kept in memory per process, forgotten when PostgreSQL announces a change
-    # (docs/operations/sessions.md); a TTL of 0 turns the cache off.
+    # (docs/operations/sessions.md); a TTL of 0 turns the cache off. The preferences
+    # documents' cache follows the same rule and takes the same bounds.
     session_cache_ttl: float = Field(default=60, ge=0, le=3600)
     session_cache_size: int = Field(default=100_000, ge=1, le=10_000_000)
     # One deadline for GET /users/me/overview, its downstream branches included.

@@ -19,6 +19,7 @@ from loopwise.service.db import Database
 from loopwise.service.downstreams import Downstreams
 from loopwise.service.drain import Drain
 from loopwise.service.identity.passwords import Passwords
+from loopwise.service.identity.preferences_cache import PreferencesCache
 from loopwise.service.identity.session_cache import SessionCache
 from loopwise.service.jobs import Worker
 from loopwise.service.settings import Settings
@@ -39,6 +40,7 @@ class AppState(TypedDict):
     # Accounts: argon2id on its own bounded thread pool; IANA zone names for preferences.
     passwords: Passwords
     sessions: SessionCache  # callers by token, forgotten when PostgreSQL announces a change
+    preferences: PreferencesCache  # the callers' preferences documents, under the same rule
     timezones: frozenset[str]
     # The optional downstream services (loyalty, shipments); stats() for /metrics.
     downstreams: Downstreams

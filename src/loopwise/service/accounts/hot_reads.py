@@ -12,6 +12,8 @@ declaration (path, parameters, response model, OpenAPI operation, the ``route`` 
 scope that metrics label by) and gets a Starlette handler: the caller from the same
 :func:`~loopwise.service.deps.current_user`, the same ETags and 304s, the body encoded by
 the same Pydantic serializer FastAPI uses, errors raised to the same problem handlers.
+The preferences document, once read, is answered from the process's preferences cache
+(``identity/preferences_cache.py``) until a write anywhere is announced.
 
 A path parameter that is not a plain decimal id within range goes to FastAPI's handler
 unchanged, so every 422 (and its order after the 401) is FastAPI's own. A differential
@@ -81,14 +83,26 @@ async def _read_me(request: Request) -> Response:
 
 async def _read_preferences(request: Request) -> Response:
     caller = await current_user(request)
-    row = await lifespan_state(request)["db"].pool.fetchrow(preferences.READ_PREFERENCES, caller.id)
-    tag = entity_tag("p", caller.id, 0 if row is None else row["version"])
+    state = lifespan_state(request)
+    documents = state["preferences"]  # kept as served, forgotten on every write
+    kept = documents.find(caller.id)
+    if kept is not None:
+        version, body = kept
+        tag = entity_tag("p", caller.id, version)
+        return not_modified(tag) if fresh(request.headers, tag) else _json(body, tag)
+    generation = documents.generation
+    row = await state["db"].pool.fetchrow(preferences.READ_PREFERENCES, caller.id)
+    version = 0 if row is None else row["version"]
+    tag = entity_tag("p", caller.id, version)
     if fresh(request.headers, tag):
         return not_modified(tag)
     if row is None:
-        return _json(_DEFAULT_PREFERENCES, tag)
-    document = preferences.Preferences.model_validate_json(row["document"])
-    return _json(_PREFERENCES.dump_json(document), tag)
+        body = _DEFAULT_PREFERENCES
+    else:
+        document = preferences.Preferences.model_validate_json(row["document"])
+        body = _PREFERENCES.dump_json(document)
+    documents.keep(caller.id, version, body, generation)
+    return _json(body, tag)
 
 
 # The endpoint FastAPI would run, our handler of its route, and which requests it takes.

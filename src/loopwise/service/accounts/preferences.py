@@ -28,6 +28,7 @@ from loopwise.service.http.responses import (
     conditional_headers,
     declare,
 )
+from loopwise.service.state import lifespan_state
 
 __all__ = ["Preferences", "PreferencesUpdate", "load_timezones", "router"]
 
@@ -179,5 +180,9 @@ async def replace_preferences(
     except asyncpg.ForeignKeyViolationError:
         # The account was deleted while this request was in flight.
         raise Unauthenticated("The account no longer exists.") from None
+    finally:
+        # Before answering: the client reads its write back from this process at once;
+        # the others forget it when PostgreSQL announces it (identity/preferences_cache.py).
+        lifespan_state(request)["preferences"].forget(caller.id)
     response.headers["ETag"] = entity_tag("p", caller.id, version)
     return document

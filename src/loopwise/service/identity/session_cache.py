@@ -2,6 +2,7 @@
 
     async with SessionCache(dsn, ttl=30, max_entries=100_000) as sessions:   # lifespan
         caller = await sessions.find_caller(pool, token)    # None: unknown/expired/revoked
+    SessionCache(dsn, ttl=30, max_entries=100_000, also=[documents])  # one LISTEN for both
 
 Authentication is the one query on the hottest path (``GET /users/{id}``). A session
 changes rarely (logout, a password or name change), so each process keeps the callers
@@ -11,7 +12,8 @@ Consistency rule (docs/operations/sessions.md):
 
 - Every change to a session or to a user's public fields is announced by a trigger on
   channel ``loopwise_auth`` (migration 0004) when its transaction commits, whoever
-  made it. Each process applies the announcement as it arrives: a revoked token stops
+  made it. Each process applies the announcement as it arrives (on one LISTEN connection,
+  which also carries the channels of the caches given in ``also``): a revoked token stops
   working on every instance within the notification's delivery time (milliseconds), and
   at once on the instance that revoked it (it also forgets locally before answering).
 - Entries are used only while the LISTEN connection is up. When it drops, everything is
@@ -29,8 +31,9 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
@@ -38,12 +41,25 @@ from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.identity.sessions import Caller, hash_token, load_caller
 from loopwise.service.listener import PgListener
 
-__all__ = ["CHANNEL", "SessionCache", "SessionCacheStats"]
+__all__ = ["CHANNEL", "Announced", "SessionCache", "SessionCacheStats"]
 
 CHANNEL = "loopwise_auth"
 
 # token_urlsafe(32) gives 43 characters; anything else cannot be ours and costs no query.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+class Announced(Protocol):
+    """Another cache that PostgreSQL keeps current through the session cache's connection."""
+
+    @property
+    def channel(self) -> str: ...
+
+    def on_notify(self, payload: str) -> None: ...
+
+    def on_listening(self) -> None: ...
+
+    def on_lost(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +81,14 @@ class SessionCache(AsyncResource):
         ttl: float,
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        also: Sequence[Announced] = (),
     ) -> None:
         if ttl < 0:
             raise ValueError("`ttl` must not be negative")
         if max_entries < 1:
             raise ValueError("`max_entries` must be positive")
+        # One LISTEN connection per process, whatever the number of caches it keeps current.
+        self._also = {other.channel: other for other in also}
         self._ttl = ttl
         self._max = max_entries
         self._clock = clock
@@ -79,10 +98,10 @@ class SessionCache(AsyncResource):
         self._hits = self._misses = self._invalidations = 0
         self._listener = PgListener(
             dsn,
-            [CHANNEL],
+            [CHANNEL, *self._also],
             on_notify=self._on_notify,
-            on_listening=self._forget_all,
-            on_lost=self._forget_all,
+            on_listening=self._on_listening,
+            on_lost=self._on_lost,
             name="auth",
         )
 
@@ -92,7 +111,7 @@ class SessionCache(AsyncResource):
 
     async def _aclose(self) -> None:
         await self._listener.aclose()
-        self._forget_all()
+        self._on_lost()
 
     def stats(self) -> SessionCacheStats:
         return SessionCacheStats(
@@ -137,7 +156,21 @@ class SessionCache(AsyncResource):
         for token_hash in self._by_user.pop(user_id, set()):
             self._entries.pop(token_hash, None)
 
-    def _on_notify(self, _channel: str, payload: str) -> None:
+    def _on_listening(self) -> None:
+        self._forget_all()
+        for other in self._also.values():
+            other.on_listening()
+
+    def _on_lost(self) -> None:
+        self._forget_all()
+        for other in self._also.values():
+            other.on_lost()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        other = self._also.get(channel)
+        if other is not None:
+            other.on_notify(payload)
+            return
         self._invalidations += 1
         kind, _, key = payload.partition(":")
         if kind == "s":
