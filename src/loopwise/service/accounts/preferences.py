@@ -42,8 +42,14 @@ Language = Annotated[
         description="A BCP 47 language tag, e.g. `en`, `pt-BR`.",
     ),
 ]
+# The shape of an IANA name; which names exist is the server's tz database's to say (422).
 Timezone = Annotated[
-    str, Field(max_length=64, description="An IANA time zone, e.g. `Europe/Paris`.")
+    str,
+    Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$",
+        max_length=64,
+        description="An IANA time zone, e.g. `Europe/Paris`.",
+    ),
 ]
 Theme = Literal["system", "light", "dark"]
 PageSize = Annotated[int, Field(ge=1, le=100)]
