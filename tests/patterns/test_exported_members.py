@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 
 import loopwise.patterns
 from loopwise.patterns import outbound
@@ -19,6 +21,8 @@ _MODULES = tuple(
 
 def test_nothing_public_is_unlisted() -> None:
     """Every public, non-module name in the package is in ``__all__``."""
+    for name in loopwise.patterns.__all__:  # loads the parts imported on first use
+        getattr(loopwise.patterns, name)
     public = {
         name
         for name, value in vars(loopwise.patterns).items()
@@ -107,3 +111,15 @@ def test_every_error_is_a_pattern_error() -> None:
     raised = [e for e in errors if isinstance(e, type) and issubclass(e, Exception)]
     assert len(raised) == 11  # the tree in exceptions.py, root included
     assert all(issubclass(e, loopwise.patterns.PatternError) for e in raised)
+
+
+def test_importing_the_patterns_leaves_redis_alone() -> None:
+    """The Redis client loads with the first Redis-backed part, not with the package."""
+    probe = (
+        "import sys, loopwise.patterns as p; before = 'redis' in sys.modules; p.RedisLimits; "
+        "print(before, 'redis' in sys.modules)"
+    )
+    ran = subprocess.run(  # noqa: S603  # this interpreter, a fixed probe
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.split() == ["False", "True"]

@@ -101,7 +101,7 @@ def create_app(
             metrics.track("db_pool", db)
             metrics.track("jobs_queue", QueueDepth(db))
             revision = await blocking.run(expected_revision)
-            await blocking.run(_import_request_path_modules)
+            await blocking.run(_import_request_path_modules, settings)
             # Build the OpenAPI schema now: it reads source files, which has no place on
             # the loop, and /openapi.json and the 405 handler then serve the cached copy.
             await blocking.run(app.openapi)
@@ -214,7 +214,7 @@ def create_app(
     return app
 
 
-def _import_request_path_modules() -> None:
+def _import_request_path_modules(settings: Settings) -> None:
     """Import now, off the loop, what serving a request would otherwise import on it.
 
     anyio loads its asyncio backend the first time it is asked for it: FastAPI's ``yield``
@@ -223,8 +223,12 @@ def _import_request_path_modules() -> None:
     is a private module, imported by the name anyio itself uses
     (``anyio._core._eventloop.get_async_backend``); if anyio renames it, start-up fails
     here, and ``tests/service/test_app.py`` checks that no request imports anything.
+    The Redis-backed limits, imported on first use, are imported here when configured.
     """
     importlib.import_module("anyio._backends._asyncio")
+    if settings.redis_url is not None:
+        importlib.import_module("loopwise.patterns.shared_breaker")
+        importlib.import_module("loopwise.patterns.shared_limits")
 
 
 def _freeze_startup_objects(stack: AsyncExitStack) -> None:

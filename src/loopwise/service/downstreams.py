@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel
@@ -36,10 +37,7 @@ from loopwise.patterns import (
     DownstreamStats,
     Limiter,
     Limits,
-    RedisLimits,
-    RedisStore,
     ResourceClosed,
-    SharedBreaker,
     fail_after,
     stream_all,
     time_left,
@@ -47,6 +45,9 @@ from loopwise.patterns import (
 from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.logs import get_logger
 from loopwise.service.settings import Settings
+
+if TYPE_CHECKING:
+    from loopwise.patterns.shared_store import RedisStore
 
 __all__ = ["Downstreams", "LoyaltyPoints", "Shipment"]
 
@@ -98,6 +99,9 @@ class Downstreams(AsyncResource):
         self._settings = settings
         self._transport = transport
         if store is None and settings.redis_url is not None:
+            # Imported here, where it is used: the lifespan has loaded it off the loop.
+            from loopwise.patterns.shared_store import RedisStore
+
             store = RedisStore.from_url(
                 settings.redis_url,
                 timeout=settings.redis_timeout,
@@ -230,6 +234,9 @@ class Downstreams(AsyncResource):
         limits: Limits | Limiter = bounds
         breaker = CircuitBreaker(name, on_state_change=_on_breaker_change)
         if self._store is not None:
+            from loopwise.patterns.shared_breaker import SharedBreaker
+            from loopwise.patterns.shared_limits import RedisLimits
+
             limits = RedisLimits(self._store, name, bounds, lease=self._settings.redis_lease)
             breaker = SharedBreaker(self._store, name, on_state_change=_on_breaker_change)
         return Downstream(
