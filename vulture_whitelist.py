@@ -79,3 +79,6 @@ _.schema_url
 _._native_telemetry
 _.do_POST
 _.log_message
+
+# Module-level __getattr__ (PEP 562): Python calls it for a name the module lacks.
+_.__getattr__  # loopwise.patterns: the Redis-backed parts, loaded on first use
