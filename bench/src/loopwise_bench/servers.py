@@ -90,6 +90,11 @@ class ServerProcess:
         return self._process.pid
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it: several then start side by side."""
         if self._state is not _State.UNOPENED:
             raise RuntimeError(f"server {self.name} cannot be started twice")
         self._state = _State.RUNNING
@@ -107,9 +112,9 @@ class ServerProcess:
             # a Ctrl-C in the terminal reaches the harness, which then stops them in order.
             start_new_session=True,
         )
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Return once it answers; stopped, and ServerExited raised, if it cannot."""
         # A bounded poll of an external process: the only way to know it is listening.
         deadline = time.monotonic() + self._ready_timeout
         with httpx.Client(timeout=1.0) as client:

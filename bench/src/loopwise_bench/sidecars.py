@@ -42,31 +42,36 @@ class Sidecars:
         self.values: dict[str, str] = {}
 
     def __enter__(self) -> Self:
-        try:
-            for name, latency in SIM_LATENCIES_MS.items():
-                if name not in self._wanted:
-                    continue
-                config = json.dumps({"latency_ms": latency})
-                sim = ServerProcess(
+        sims: dict[str, ServerProcess] = {}
+        sinks: dict[str, ServerProcess] = {}
+        for name, latency in SIM_LATENCIES_MS.items():
+            if name in self._wanted:
+                sims[name] = ServerProcess(
                     name,
                     "loopwise_bench.sim.app:app_from_env",
                     workers=1,
                     log_dir=self._log_dir,
-                    env={"LOOPWISE_SIM_CONFIG": config},
+                    env={"LOOPWISE_SIM_CONFIG": json.dumps({"latency_ms": latency})},
                     ready_path="/_sim",
                 )
-                self.values[name] = self._stack.enter_context(sim).url
-            for name, delay in SMTP_DELAYS_MS.items():
-                if name not in self._wanted:
-                    continue
+        for name, delay in SMTP_DELAYS_MS.items():
+            if name in self._wanted:
                 command = [sys.executable, "-m", "loopwise_bench.smtp_sink", "{port}", str(delay)]
-                sink = ServerProcess(
+                sinks[name] = ServerProcess(
                     name, "", workers=1, log_dir=self._log_dir, ready_path=None, command=command
                 )
-                self.values[name] = str(self._stack.enter_context(sink).port)
+        try:
+            # All spawned first, then waited for: they start side by side, not in turn.
+            for sidecar in (*sims.values(), *sinks.values()):
+                self._stack.callback(sidecar.stop)
+                sidecar.spawn()
+            for sidecar in (*sims.values(), *sinks.values()):
+                sidecar.wait_ready()
         except BaseException:
             self._stack.close()
             raise
+        self.values = {name: sim.url for name, sim in sims.items()}
+        self.values |= {name: str(sink.port) for name, sink in sinks.items()}
         return self
 
     def fill(self, env: tuple[tuple[str, str], ...]) -> dict[str, str]:
