@@ -15,4 +15,8 @@ fi
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-automatic}"
 # Trust the system certificate store (as pip does), so proxies with their own CA work.
 export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
+# Compile the dependencies' bytecode at install time (once), as the container image does:
+# Python then never compiles them at start, even where PYTHONDONTWRITEBYTECODE forbids it
+# to cache what it compiles. `loopwise --help` took 0.87 s without, 0.41 s with.
+export UV_COMPILE_BYTECODE="${UV_COMPILE_BYTECODE:-1}"
 "$UV" sync --locked --quiet
