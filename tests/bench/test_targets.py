@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loopwise_bench.loadgen import PacedResult
+from loopwise_bench.loadgen import ClosedResult, PacedResult
 from loopwise_bench.results import BenchReport, ScenarioResult
 from loopwise_bench.targets import targets
 
@@ -52,3 +52,31 @@ def test_without_the_branch_measured_the_overview_is_compared_with_its_nominal_5
         "overview p50 / slowest branch (one 50 ms downstream, nominal)",
         round(58.6 / 50.0, 3),
     )
+
+
+def _closed(name: str, rps_by_connections: dict[int, float]) -> ScenarioResult:
+    result = ScenarioResult(name, "server", name)
+    result.closed = [
+        ClosedResult(connections=c, seconds=10.0, requests=int(rps * 10), errors={}, latency_us={})
+        for c, rps in rps_by_connections.items()
+    ]
+    return result
+
+
+def test_hot_reads_are_judged_by_their_lowest_ratio_to_hello() -> None:
+    """Each hot read / FastAPI hello at every concurrency both ran at; the lowest is judged."""
+    scenarios = [
+        _closed("fastapi_hello", {16: 20_000, 64: 20_000, 256: 16_000}),
+        _closed("user_by_id", {16: 16_000, 64: 14_000, 256: 15_000}),
+        _closed("users_me", {16: 13_000, 64: 12_000}),
+        _closed("preferences", {16: 11_000, 512: 20_000}),  # c=512: hello did not run there
+    ]
+    report = BenchReport(
+        config={}, machine={}, started_at=0.0, scenarios={r.name: r for r in scenarios}
+    )
+    rows = {t.what: (t.measured, t.met) for t in targets(report) if "FastAPI hello" in t.what}
+    assert rows == {
+        "GET /users/{id} / FastAPI hello, lowest of c=16, 64, 256": (0.7, False),
+        "GET /users/me / FastAPI hello, lowest of c=16, 64": (0.6, True),
+        "GET /users/me/preferences / FastAPI hello, lowest of c=16": (0.55, False),
+    }

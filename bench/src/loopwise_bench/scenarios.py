@@ -176,6 +176,10 @@ def _user_by_id(ctx: PlanContext) -> RequestPlan:
     return RequestPlan([Request("GET", f"/users/{i.user_id}", i.auth) for i in ctx.identities])
 
 
+def _each_caller(path: str) -> Callable[[PlanContext], RequestPlan]:
+    return lambda ctx: RequestPlan([Request("GET", path, i.auth) for i in ctx.identities])
+
+
 def _overview(ctx: PlanContext) -> RequestPlan:
     return RequestPlan([Request("GET", "/users/me/overview", i.auth) for i in ctx.identities])
 
@@ -242,6 +246,22 @@ SCENARIOS: dict[str, Scenario] = {
             "loopwise",
             "GET /users/{id}",
             _user_by_id,
+            needs_tokens=True,
+            tags=_SERVICE,
+        ),
+        Scenario(
+            "users_me",
+            "loopwise",
+            "GET /users/me",
+            _each_caller("/users/me"),
+            needs_tokens=True,
+            tags=_SERVICE,
+        ),
+        Scenario(
+            "preferences",
+            "loopwise",
+            "GET /users/me/preferences",
+            _each_caller("/users/me/preferences"),
             needs_tokens=True,
             tags=_SERVICE,
         ),
