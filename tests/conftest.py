@@ -147,6 +147,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         argon2_memory_kib=64,
         argon2_parallelism=1,
         password_hash_workers=2,
+        # Threads of the test's process: a hashing process per app would cost every test
+        # a spawn. The process pool is tested in test_passwords.py, and serves every test
+        # that runs `loopwise serve`.
+        password_hash_isolation="thread",
         _env_file=None,
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -25,3 +27,18 @@ def wait_for(release: Any, started: Any) -> str:
     started.set()
     release.wait(60)
     return "released"
+
+
+def die() -> None:
+    """End this worker process as the OOM killer would: SIGKILL, no clean-up."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def scheduling() -> tuple[int, int, int]:
+    """This process's id, and its thread's scheduling policy and nice value."""
+    tid = threading.get_native_id()
+    return os.getpid(), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import threading
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.managers import SyncManager
 from typing import Any
 
@@ -25,7 +26,7 @@ from loopwise.patterns import (
     fail_after,
     offload,
 )
-from tests.patterns.cpu_work import busy_interval, divide, wait_for
+from tests.patterns.cpu_work import busy_interval, die, divide, pid, wait_for
 
 
 class Gate:
@@ -262,6 +263,19 @@ async def test_cpu_pool_propagates_errors_with_the_remote_traceback() -> None:
             await pool.run(divide, 1, 0)
         assert await pool.run(divide, 1, 2) == 0.5
     assert "in divide" in str(caught.value.__cause__)
+
+
+async def test_cpu_pool_outlives_a_killed_worker_process() -> None:
+    """A worker killed mid-call fails that call; the next call runs in a fresh process."""
+    async with CpuPool("cpu-killed", max_workers=1, max_queue=1) as pool:
+        before = await pool.run(pid)
+        with pytest.raises(BrokenProcessPool):
+            await pool.run(die)
+        after = await pool.run(pid)
+        assert await pool.run(divide, 1, 2) == 0.5
+        stats = pool.stats()
+    assert after != before
+    assert (stats.in_use, stats.queued) == (0, 0)
 
 
 async def test_cpu_pool_refuses_work_after_close() -> None:

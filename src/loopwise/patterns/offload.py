@@ -46,6 +46,7 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -218,14 +219,28 @@ class CpuPool(_BoundedPool):
     result; so submitting (a pipe write, and the first time a process start) never blocks
     the loop, and the bounds and stats work exactly as in :class:`BlockingPool`.
 
+    A worker process that dies (the OOM killer, a crash in C code) fails the calls it was
+    running and any others then in flight with ``BrokenProcessPool``, as
+    ``ProcessPoolExecutor`` does; the next call starts fresh processes instead of failing
+    for ever after.
+
     Args:
         name: names the pool in errors and stats.
         max_workers: processes, and so calls running at once; about one per core.
         max_queue: callers allowed to wait for a worker; beyond it calls fail fast.
+        initializer: a module-level function each worker process calls once as it starts.
     """
 
-    def __init__(self, name: str, *, max_workers: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_workers: int,
+        max_queue: int,
+        initializer: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__(name, max_workers=max_workers, max_queue=max_queue)
+        self._initializer = initializer
         # Made on first use, in one of our threads: making it starts multiprocessing's
         # resource tracker, a process of its own, which would block the loop.
         self._processes: ProcessPoolExecutor | None = None
@@ -238,6 +253,7 @@ class CpuPool(_BoundedPool):
             PoolSaturated: the queue was full, or no worker freed up before the deadline.
             ResourceClosed: the pool is not open.
             Exception: whatever ``fn`` raised; the worker's traceback is its ``__cause__``.
+            BrokenProcessPool: a worker process died while this call was in flight.
         """
         return await self._call(self._in_process, fn, *args, **kwargs)
 
@@ -245,10 +261,20 @@ class CpuPool(_BoundedPool):
         with self._processes_lock:
             if self._processes is None:
                 self._processes = ProcessPoolExecutor(
-                    self._max_workers, mp_context=multiprocessing.get_context("spawn")
+                    self._max_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=self._initializer,
                 )
             processes = self._processes
-        return processes.submit(fn, *args, **kwargs).result()
+        try:
+            return processes.submit(fn, *args, **kwargs).result()
+        except BrokenProcessPool:
+            with self._processes_lock:
+                if self._processes is processes:  # not already replaced by another call
+                    self._processes = None
+            # Its survivors were terminated by the executor; joining them blocks, so here.
+            processes.shutdown(wait=True)
+            raise
 
     async def _shutdown(self) -> None:
         if self._processes is not None:

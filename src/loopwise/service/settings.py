@@ -32,6 +32,7 @@ __all__ = ["InvalidSettings", "Settings", "load_settings"]
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 # "idle" or "nice:N" as written, not JSON (NoDecode): pydantic-settings would json.loads it.
 Priority = Annotated[ThreadPriority, NoDecode, BeforeValidator(ThreadPriority.parse)]
+HashIsolation = Literal["process", "thread"]
 
 
 class Settings(BaseSettings):
@@ -119,6 +120,9 @@ class Settings(BaseSettings):
     # Linux: the hashing threads' CPU priority, "idle" (SCHED_IDLE) or "nice:N" (0-19), so a
     # burst of hashing cannot starve the loop (docs/operations/passwords.md).
     password_hash_priority: Priority = ThreadPriority(idle=True)
+    # Where hashes run: "process" (a pool of processes of their own) or "thread" (threads
+    # of the server's process, whose GIL they then share with the loop).
+    password_hash_isolation: HashIsolation = "process"  # noqa: S105  # a mode, not a secret
     # Seconds a request waits for a hash (queue included) before 503 + Retry-After.
     password_hash_deadline: PositiveSeconds = 10.0
     session_ttl: float = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from loopwise.service.exceptions import Unavailable
 from loopwise.service.identity.passwords import Passwords
 from loopwise.service.priority import ThreadPriority
 from loopwise.service.settings import Settings
+from tests.patterns import cpu_work
 
 CHEAP: dict[str, Any] = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}
 
@@ -146,3 +148,47 @@ async def test_start_up_hash_is_not_bound_by_the_request_deadline() -> None:
     async with Passwords(**CHEAP, workers=1, queue=0, deadline=1e-9) as hasher:
         with pytest.raises(Unavailable):
             await hasher.hash("x" * 10)  # a client's hash still sheds at the deadline
+
+
+@pytest.fixture
+async def in_processes(settings: Settings) -> AsyncIterator[Passwords]:
+    """As `loopwise serve` hashes: in a process of its own, at SCHED_IDLE."""
+    configured = settings.model_copy(
+        update={
+            "password_hash_isolation": "process",
+            "password_hash_priority": ThreadPriority(idle=True),
+            "password_hash_workers": 1,  # one process: the one that hashed is the one we read
+        }
+    )
+    async with Passwords.from_settings(configured) as hasher:
+        yield hasher
+
+
+async def test_hashes_run_in_a_process_of_their_own_at_idle_priority(
+    in_processes: Passwords,
+) -> None:
+    """Another process hashes, at SCHED_IDLE: it shares no GIL with the loop, and the
+    loop's thread never waits for a starved low-priority thread to hand the GIL back."""
+    stored = await in_processes.hash("correct horse")
+    assert await in_processes.verify(stored, "correct horse")
+    assert not await in_processes.verify(stored, "wrong horse")
+    assert not await in_processes.verify(None, "anything")
+    hashing_pid, policy, _ = await in_processes.pool.run(cpu_work.scheduling)
+    assert hashing_pid != os.getpid()
+    assert policy == os.SCHED_IDLE
+    assert _scheduling()[1] == os.SCHED_OTHER  # the loop's thread is left as it was
+
+
+async def test_a_killed_hashing_process_costs_its_callers_a_503_then_is_replaced(
+    in_processes: Passwords,
+) -> None:
+    """The OOM killer takes the hashing process: its caller gets 503 + Retry-After, the
+    next call is hashed by a new process."""
+    first = await in_processes.pool.run(cpu_work.pid)
+    os.kill(first, signal.SIGKILL)
+    # Whether the pool noticed the death before this call or while it waited, it fails.
+    with pytest.raises(Unavailable) as refused:
+        await in_processes.hash("correct horse")
+    assert refused.value.headers["Retry-After"] == "1"
+    assert (await in_processes.hash("correct horse")).startswith("$argon2id$")
+    assert await in_processes.pool.run(cpu_work.pid) != first
