@@ -202,4 +202,11 @@ def blockbuster() -> Iterator[BlockBuster]:
             bb.functions[call].can_block_in(
                 "prometheus_client/process_collector.py", {"collect", "_boot_time"}
             )
+        # hypothesis reads the test modules' files for constants to draw, once per newly
+        # imported module; a draw inside an async test (st.data()) runs it on the test's
+        # loop. The test's own machinery, not the service's.
+        for function in bb.functions.values():
+            function.can_block_in(
+                "hypothesis/internal/conjecture/providers.py", "_get_local_constants"
+            )
         yield bb

@@ -79,7 +79,11 @@ async def main(dsn: str, data_dir: str) -> dict[str, list[str]]:
         _env_file=None,
     )
     imported: dict[str, list[str]] = {}
-    async with LifespanManager(create_app(settings)) as manager:
+    # Start-up spawns the hashing process too: on a busy machine it takes past the 5 s
+    # asgi-lifespan allows by default.
+    async with LifespanManager(
+        create_app(settings), startup_timeout=60, shutdown_timeout=60
+    ) as manager:
         app = manager.app
         known = set(sys.modules)
 
