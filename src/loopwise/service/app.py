@@ -122,6 +122,7 @@ def create_app(
                 )
             )
             metrics.track("session_cache", sessions)
+            metrics.track("preferences_cache", preferences)
             timezones = await blocking.run(load_timezones)
             # Outbound: one shared client per configured downstream, so connections are reused.
             downstreams = await stack.enter_async_context(Downstreams.from_settings(settings))

@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from loopwise.service.app import create_app
@@ -55,6 +56,18 @@ async def other(settings: Settings) -> AsyncIterator[Instance]:
             yield instance
 
 
+async def _exported(client: httpx.AsyncClient) -> dict[str, float]:
+    """The cache's figures as /metrics exports them (names without the prefix)."""
+    text = (await client.get("/metrics")).text
+    prefix = "loopwise_preferences_cache_"
+    return {
+        sample.name.removeprefix(prefix): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(prefix)
+    }
+
+
 async def _announced(instance: Instance, after: int) -> None:
     async def check() -> bool:
         return instance.documents.stats().invalidations > after
@@ -74,6 +87,9 @@ async def test_repeated_reads_are_served_from_memory(other: Instance, alice: Acc
         first.headers["etag"],
     )
     assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+    exported = await _exported(other.client)
+    assert exported["entries"] == after.entries >= 1
+    assert (exported["hits_total"], exported["misses_total"]) == (after.hits, after.misses)
     cached = await other.client.get(
         PREFERENCES, headers={**alice.headers, "If-None-Match": first.headers["etag"]}
     )

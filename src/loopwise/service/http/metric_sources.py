@@ -53,6 +53,7 @@ FAMILIES = (
     "jobs",
     "jobs_queue",
     "session_cache",
+    "preferences_cache",
     "tracing",
 )
 
@@ -113,7 +114,7 @@ class _TracingStats(Protocol):
     dropped_export_failed: int
 
 
-class _SessionCacheStats(Protocol):
+class _CacheStats(Protocol):
     entries: int
     listening: bool
     hits: int
@@ -266,6 +267,18 @@ class MetricSources:
                 "invalidations": "Changes announced by PostgreSQL and applied.",
             },
         )
+        # Heard on the session cache's connection: its `listening` is this cache's too.
+        self._preferences_entries = gauge(
+            "loopwise_preferences_cache_entries", "Preferences documents in memory."
+        )
+        self._preferences_counters = counters(
+            "loopwise_preferences_cache_",
+            {
+                "hits": "Preferences read from memory.",
+                "misses": "Preferences read by a query.",
+                "invalidations": "Preferences changes announced by PostgreSQL and applied.",
+            },
+        )
         self._spans_exported = counter(
             "loopwise_tracing_spans_exported", "Spans the OTLP exporter delivered."
         )
@@ -319,7 +332,14 @@ class MetricSources:
             self._advance(self._body_timeouts, ("body_timeouts", ""), reads.timed_out)
             self._advance(self._bodies_refused, ("bodies_refused", ""), reads.refused)
         for source in self._sources["session_cache"]:
-            self._refresh_sessions(source.stats())
+            sessions: _CacheStats = source.stats()
+            self._sessions_entries.set(sessions.entries)
+            self._sessions_listening.set(sessions.listening)
+            self._refresh_cache("sessions", self._session_counters, sessions)
+        for source in self._sources["preferences_cache"]:
+            documents: _CacheStats = source.stats()
+            self._preferences_entries.set(documents.entries)
+            self._refresh_cache("preferences", self._preferences_counters, documents)
         for source in self._sources["tracing"]:
             self._refresh_tracing(source.stats())
         for source in self._sources["db_pool"]:
@@ -346,11 +366,9 @@ class MetricSources:
         self._http_queued.set(gate.queued)
         self._advance(self._http_shed, ("shed", ""), gate.shed)
 
-    def _refresh_sessions(self, sessions: _SessionCacheStats) -> None:
-        self._sessions_entries.set(sessions.entries)
-        self._sessions_listening.set(sessions.listening)
-        for what, counter in self._session_counters.items():
-            self._advance(counter, ("sessions", what), getattr(sessions, what))
+    def _refresh_cache(self, cache: str, totals: Mapping[str, Counter], stats: _CacheStats) -> None:
+        for what, counter in totals.items():
+            self._advance(counter, (cache, what), getattr(stats, what))
 
     def _refresh_tracing(self, spans: _TracingStats) -> None:
         self._advance(self._spans_exported, ("spans", "exported"), spans.exported)

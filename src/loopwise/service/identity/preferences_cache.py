@@ -30,20 +30,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
-__all__ = ["CHANNEL", "PreferencesCache", "PreferencesCacheStats"]
+from loopwise.service.identity.session_cache import CacheStats
+
+__all__ = ["CHANNEL", "PreferencesCache"]
 
 CHANNEL = "loopwise_preferences"
-
-
-@dataclass(frozen=True, slots=True)
-class PreferencesCacheStats:
-    entries: int
-    hits: int
-    misses: int  # reads that went to PostgreSQL
-    invalidations: int  # announcements applied (and losses of the LISTEN connection)
-    listening: bool
 
 
 class PreferencesCache:
@@ -74,8 +66,8 @@ class PreferencesCache:
         self._hits = self._misses = self._invalidations = 0
         self._listening = False
 
-    def stats(self) -> PreferencesCacheStats:
-        return PreferencesCacheStats(
+    def stats(self) -> CacheStats:
+        return CacheStats(
             len(self._entries),
             self._hits,
             self._misses,

@@ -41,7 +41,7 @@ from loopwise.patterns.lifecycle import AsyncResource
 from loopwise.service.identity.sessions import Caller, hash_token, load_caller
 from loopwise.service.listener import PgListener
 
-__all__ = ["CHANNEL", "Announced", "SessionCache", "SessionCacheStats"]
+__all__ = ["CHANNEL", "Announced", "CacheStats", "SessionCache"]
 
 CHANNEL = "loopwise_auth"
 
@@ -63,7 +63,9 @@ class Announced(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionCacheStats:
+class CacheStats:
+    """A snapshot of a cache kept current by PostgreSQL's announcements (this one or another)."""
+
     entries: int
     hits: int
     misses: int  # lookups that went to PostgreSQL
@@ -113,8 +115,8 @@ class SessionCache(AsyncResource):
         await self._listener.aclose()
         self._on_lost()
 
-    def stats(self) -> SessionCacheStats:
-        return SessionCacheStats(
+    def stats(self) -> CacheStats:
+        return CacheStats(
             len(self._entries),
             self._hits,
             self._misses,
