@@ -105,7 +105,7 @@ def create_app(
             # Build the OpenAPI schema now: it reads source files, which has no place on
             # the loop, and /openapi.json and the 405 handler then serve the cached copy.
             await blocking.run(app.openapi)
-            # Accounts: the argon2 thread pool, and the zone names (read from disk once).
+            # Accounts: the argon2 hashing pool, and the zone names (read from disk once).
             passwords = await stack.enter_async_context(Passwords.from_settings(settings))
             metrics.track("offload", passwords.pool)
             # The session cache's rule, so its TTL, size and LISTEN connection
