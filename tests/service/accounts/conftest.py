@@ -85,10 +85,10 @@ async def bob(make_account: MakeAccount) -> Account:
     return await make_account("bob@example.com")
 
 
-async def cache_stats(client: httpx.AsyncClient) -> dict[str, float]:
-    """The session cache's figures as /metrics exports them (names without the prefix)."""
+async def cache_stats(client: httpx.AsyncClient, cache: str = "session") -> dict[str, float]:
+    """A cache's figures as /metrics exports them (names without the prefix)."""
     text = (await client.get("/metrics")).text
-    prefix = "loopwise_session_cache_"
+    prefix = f"loopwise_{cache}_cache_"
     return {
         sample.name.removeprefix(prefix): sample.value
         for family in text_string_to_metric_families(text)

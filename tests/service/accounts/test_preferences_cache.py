@@ -11,14 +11,13 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from loopwise.service.app import create_app
 from loopwise.service.http.conditional import entity_tag
 from loopwise.service.identity.preferences_cache import PreferencesCache
 from loopwise.service.settings import Settings
-from tests.service.accounts.conftest import Account, until
+from tests.service.accounts.conftest import Account, cache_stats, until
 
 PREFERENCES = "/users/me/preferences"
 
@@ -56,18 +55,6 @@ async def other(settings: Settings) -> AsyncIterator[Instance]:
             yield instance
 
 
-async def _exported(client: httpx.AsyncClient) -> dict[str, float]:
-    """The cache's figures as /metrics exports them (names without the prefix)."""
-    text = (await client.get("/metrics")).text
-    prefix = "loopwise_preferences_cache_"
-    return {
-        sample.name.removeprefix(prefix): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith(prefix)
-    }
-
-
 async def _announced(instance: Instance, after: int) -> None:
     async def check() -> bool:
         return instance.documents.stats().invalidations > after
@@ -87,7 +74,7 @@ async def test_repeated_reads_are_served_from_memory(other: Instance, alice: Acc
         first.headers["etag"],
     )
     assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
-    exported = await _exported(other.client)
+    exported = await cache_stats(other.client, "preferences")
     assert exported["entries"] == after.entries >= 1
     assert (exported["hits_total"], exported["misses_total"]) == (after.hits, after.misses)
     cached = await other.client.get(

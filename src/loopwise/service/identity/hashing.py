@@ -13,6 +13,7 @@ and returns what it got, so the service can say once when ``SCHED_IDLE`` was ref
 
 from __future__ import annotations
 
+import functools
 import signal
 from dataclasses import dataclass
 
@@ -39,20 +40,18 @@ class HashParams:
     priority: ThreadPriority
 
     def hasher(self) -> argon2.PasswordHasher:
-        hasher = _hashers.get(self)
-        if hasher is None:
-            hasher = argon2.PasswordHasher(
-                time_cost=self.time_cost,
-                memory_cost=self.memory_kib,
-                parallelism=self.parallelism,
-                type=argon2.Type.ID,
-            )
-            _hashers[self] = hasher
-        return hasher
+        return _hasher(self)
 
 
 # One hasher per parameter set, per process: a process or thread hashes for one service.
-_hashers: dict[HashParams, argon2.PasswordHasher] = {}
+@functools.cache
+def _hasher(params: HashParams) -> argon2.PasswordHasher:
+    return argon2.PasswordHasher(
+        time_cost=params.time_cost,
+        memory_cost=params.memory_kib,
+        parallelism=params.parallelism,
+        type=argon2.Type.ID,
+    )
 
 
 def hash_password(params: HashParams, password: str) -> tuple[str, Applied]:
