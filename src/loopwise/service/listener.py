@@ -81,11 +81,21 @@ class PgListener(AsyncResource):
         while True:
             try:
                 await self._listen_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # InternalClientError: asyncpg's own state error when the server ended the
+            # connection mid-ping (seen under load after pg_terminate_backend). Escaping,
+            # it ended this loop for good with `listening` still true.
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+                TimeoutError,
+            ) as exc:
                 _log.warning("listener_failed", listener=self._name, error=repr(exc))
-            if self._listening:
-                self._listening = False
-                self._on_lost()
+            finally:
+                if self._listening:  # whatever ended it, cancellation included
+                    self._listening = False
+                    self._on_lost()
             await asyncio.sleep(self._retry)
 
     async def _listen_once(self) -> None:
