@@ -51,6 +51,29 @@ def test_a_stuck_reader_costs_dropped_lines_not_a_blocked_writer() -> None:
     assert '"event": "log_lines_dropped"' in text
 
 
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_that_follow_the_first_share_its_write() -> None:
+    """One wake-up per batch: lines written while the thread gathers go out in one write."""
+    stream = _CountingStream()
+    sink = LineWriter(stream, gather=0.5)
+    for n in range(100):  # microseconds, well inside the thread's gathering half second
+        sink.write(f"line {n}\n")
+    sink.close()
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)]
+    # One write, or two if this thread stalled past the gathering window mid-burst; one
+    # per line without gathering.
+    assert stream.writes <= 2
+
+
 def _write_in_child(sink: LineWriter) -> None:
     sink.write("from the child\n")
 
@@ -79,3 +102,8 @@ def test_max_pending_must_be_positive() -> None:
     """An empty queue could hold no line at all: refused."""
     with pytest.raises(ValueError, match="`max_pending`"):
         LineWriter(io.StringIO(), max_pending=0)
+
+
+def test_gather_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="`gather`"):
+        LineWriter(io.StringIO(), gather=-1)

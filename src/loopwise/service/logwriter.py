@@ -6,8 +6,12 @@
 Writing a line straight to stderr costs a system call per request, and when whatever
 reads our stderr (a terminal, journald, a log shipper) falls behind, the pipe fills and
 ``write`` blocks the event loop: the watchdog once caught a 103 ms stall in exactly that
-write. Here ``write`` only appends to a deque; a daemon thread drains it and writes what
-accumulated in one call. If more than ``max_pending`` lines wait (the reader is stuck),
+write. Here ``write`` only appends to a deque; a thread drains it and writes what
+accumulated in one call. The first line after a quiet spell wakes the thread, which then
+waits ``gather`` seconds for the lines that follow: one wake-up and one ``write`` per
+batch, not per line. A wake-up is a GIL handoff between the thread and the loop; at one
+per request it cost the loop's throughput most at low concurrency, where lines come
+one at a time. If more than ``max_pending`` lines wait (the reader is stuck),
 new lines are dropped and counted instead of blocking, and the count is written as soon
 as the reader catches up. At exit the thread writes what is left, then ends (it is not a
 daemon, and it sees the main thread finish; ``multiprocessing`` children, such as granian's
@@ -22,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from typing import TextIO
@@ -30,16 +35,23 @@ __all__ = ["LineWriter"]
 
 # How often an idle writer checks whether the interpreter is shutting down (seconds).
 _IDLE_CHECK = 0.1
+# How long a woken writer waits for more lines before writing them (seconds).
+_GATHER = 0.01
 
 
 class LineWriter:
     """File-like and thread-safe: ``write`` never blocks; a thread does the writing."""
 
-    def __init__(self, stream: TextIO, *, max_pending: int = 10_000) -> None:
+    def __init__(
+        self, stream: TextIO, *, max_pending: int = 10_000, gather: float = _GATHER
+    ) -> None:
         if max_pending < 1:
             raise ValueError("`max_pending` must be positive")
+        if gather < 0:
+            raise ValueError("`gather` must not be negative")
         self._stream = stream
         self._max = max_pending
+        self._gather = gather
         self._closed = False
         self._start()
         # Never fork while the thread is inside the stream: the child would inherit the
@@ -95,13 +107,15 @@ class LineWriter:
         main = threading.main_thread()
         while not self._closed and main.is_alive():
             self._wake.clear()
-            self._write_batch()
             self._idle = True
-            # A line appended after the batch was taken but before `_idle` was set did not
-            # wake us: look again before sleeping. (Each step is atomic under the GIL.)
+            # A line appended before `_idle` was set did not wake us: look before
+            # sleeping. (Each step is atomic under the GIL.)
             if not self._pending:
                 self._wake.wait(_IDLE_CHECK)
             self._idle = False
+            if self._pending and not self._closed:
+                time.sleep(self._gather)  # the lines of the next moment join the batch
+            self._write_batch()
         self._write_batch()  # what arrived while the interpreter was shutting down
 
     def _write_batch(self) -> None:
