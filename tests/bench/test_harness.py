@@ -76,7 +76,7 @@ def test_quick_run_measures_baselines_and_writes_the_report(
     assert report.overload is not None
     assert [step.load.connections for step in report.overload.steps] == [64]
     assert report.overload.recovery.requests > 0
-    assert [f.implementation for f in report.fanout] == ["loopwise", "naive"]
+    assert [f.implementation for f in report.fanout] == ["sockets", "httpx", "loopwise", "naive"]
     assert all(f.ok == 20 for f in report.fanout)
 
     # Every server it started exited cleanly on SIGTERM (granian waits for its workers).

@@ -136,6 +136,11 @@ def markdown(report: BenchReport) -> str:
         lines += [
             "## Outbound fan-out",
             "",
+            "One process per implementation against one granian worker answering after the"
+            " delay. `sockets` is keep-alive HTTP/1.1 on asyncio streams, no client library:"
+            " the floor. `httpx` is one shared `httpx.AsyncClient` and a semaphore: the floor"
+            " under `loopwise`, which sends through httpx.",
+            "",
             "| implementation | URLs | limit | seconds | x ideal | failed |",
         ]
         lines.append("|---|---:|---:|---:|---:|---:|")

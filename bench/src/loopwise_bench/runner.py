@@ -20,7 +20,7 @@ from typing import Any
 
 from loopwise_bench.config import BenchConfig
 from loopwise_bench.database import bench_database
-from loopwise_bench.fanout import run_fanout
+from loopwise_bench.fanout import IMPLEMENTATIONS, run_fanout
 from loopwise_bench.generators import find_load_generator, run_closed
 from loopwise_bench.jobs import run_jobs
 from loopwise_bench.machine import machine_facts
@@ -238,7 +238,7 @@ def measure_fanout(run: Run, report: BenchReport) -> None:
     target = SERVERS["asgi"]
     with ServerProcess("fanout-target", target.factory, workers=1, log_dir=run.logs) as server:
         url = f"{server.url}/delay/{c.fanout_delay_ms}"
-        for implementation in ("loopwise", "naive"):
+        for implementation in IMPLEMENTATIONS:
             result = run_fanout(
                 implementation,
                 url,
