@@ -6,6 +6,7 @@ import io
 import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,13 +65,13 @@ class _CountingStream(io.StringIO):
 def test_lines_that_follow_the_first_share_its_write() -> None:
     """One wake-up per batch: lines written while the thread gathers go out in one write."""
     stream = _CountingStream()
-    sink = LineWriter(stream, gather=0.5)
-    for n in range(100):  # microseconds, well inside the thread's gathering half second
+    sink = LineWriter(stream, gather=1.0)
+    for n in range(20):
         sink.write(f"line {n}\n")
+        time.sleep(0.001)  # lets the thread run: without gathering, it writes each line
     sink.close()
-    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)]
-    # One write, or two if this thread stalled past the gathering window mid-burst; one
-    # per line without gathering.
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(20)]
+    # One write, or two if this thread stalled for the whole gathering second.
     assert stream.writes <= 2
 
 
