@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 __all__ = ["IMPLEMENTATIONS", "FanoutResult", "run_fanout"]
 
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
+
 
 @dataclass(frozen=True, slots=True)
 class FanoutResult:
@@ -118,7 +120,7 @@ async def _sockets(url: str, count: int, limit: int) -> tuple[int, int, float]:
                 writer.write(request.encode())
                 head = await reader.readuntil(b"\r\n\r\n")
                 status, _, rest = head.partition(b"\r\n")
-                length = re.search(rb"(?i)^content-length:\s*(\d+)", rest, re.MULTILINE)
+                length = _CONTENT_LENGTH.search(rest)
                 await reader.readexactly(int(length[1]) if length else 0)
                 ok += status.split(b" ")[1] == b"200"
         finally:
